@@ -1,0 +1,320 @@
+/*
+ * libasyncev - a small reactor event loop in C11.
+ *
+ * This is the only public header. Everything named aev_ / AEV_ here is API; members of structs
+ * marked "private" are visible only so that callers can allocate watchers themselves, and must
+ * not be touched.
+ *
+ * Conventions:
+ *  - Functions that can fail return 0 on success or a negative errno value (-EINVAL, -ENOMEM,
+ *    ...). errno is never used as a channel; aev_strerror() turns a code into text.
+ *  - Time is a signed 64-bit count of nanoseconds (aev_time_t). Intervals are exact integers, so
+ *    repeating timers do not drift by rounding, and the range (+-292 years) is ample.
+ *  - A loop belongs to one thread at a time. The only functions that may be called from another
+ *    thread, or from a signal handler, are aev_async_send() and aev_async_sent().
+ */
+#ifndef ASYNCEV_H
+#define ASYNCEV_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AEV_VERSION_MAJOR 0
+#define AEV_VERSION_MINOR 1
+#define AEV_VERSION_PATCH 0
+/* One integer for compile-time comparisons: 0xMMmmpp. */
+#define AEV_VERSION_HEX                                                                            \
+    ((AEV_VERSION_MAJOR << 16) | (AEV_VERSION_MINOR << 8) | AEV_VERSION_PATCH)
+
+#if defined(AEV_BUILDING) && defined(__GNUC__)
+#define AEV_EXPORT __attribute__((visibility("default")))
+#else
+#define AEV_EXPORT
+#endif
+
+/* ---- time ------------------------------------------------------------------------------- */
+
+typedef int64_t aev_time_t; /* nanoseconds */
+
+#define AEV_NSEC(n) ((aev_time_t)(n))
+#define AEV_USEC(n) ((aev_time_t)(n) * 1000)
+#define AEV_MSEC(n) ((aev_time_t)(n) * 1000000)
+#define AEV_SEC(n) ((aev_time_t)(n) * 1000000000)
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+enum {
+    AEV_READ = 0x01,     /* io: fd readable (or hung up / at EOF) */
+    AEV_WRITE = 0x02,    /* io: fd writable */
+    AEV_TIMER = 0x04,    /* timer expired */
+    AEV_ASYNC = 0x08,    /* async watcher was sent to */
+    AEV_IDLE = 0x10,     /* nothing of equal or higher priority was pending */
+    AEV_PREPARE = 0x20,  /* the loop is about to poll */
+    AEV_CHECK = 0x40,    /* the loop has just polled */
+    AEV_CUSTOM = 0x4000, /* free for aev_feed_event() by the program */
+    AEV_ERROR = 0x8000   /* the watcher failed and was stopped; see aev_watcher_error() */
+};
+
+/* ---- priorities ------------------------------------------------------------------------- */
+
+#define AEV_MINPRI (-2)
+#define AEV_MAXPRI 2
+
+/* ---- loop creation flags ---------------------------------------------------------------- */
+
+enum {
+    AEV_BACKEND_AUTO = 0x00,   /* best compiled-in backend; AEV_BACKEND env may override */
+    AEV_BACKEND_EPOLL = 0x01,  /* Linux epoll(7) */
+    AEV_BACKEND_POLL = 0x02,   /* poll(2), everywhere */
+    AEV_BACKEND_KQUEUE = 0x04, /* BSD/macOS kqueue(2) */
+    AEV_BACKEND_MASK = 0xff,
+
+    AEV_FLAG_NOENV = 0x100,     /* ignore the AEV_BACKEND environment variable */
+    AEV_FLAG_PIPE_WAKEUP = 0x200 /* wake the loop through a self-pipe even where eventfd exists */
+};
+
+/* aev_run() modes. */
+enum {
+    AEV_RUN_DEFAULT = 0, /* until no active referenced watchers remain or aev_break() */
+    AEV_RUN_ONCE = 1,    /* one iteration; may block until something happens */
+    AEV_RUN_NOWAIT = 2   /* one iteration that never blocks */
+};
+
+/* aev_break() kinds. */
+enum {
+    AEV_BREAK_CANCEL = 0, /* undo a previous break request */
+    AEV_BREAK_ONE = 1,    /* leave the innermost aev_run() */
+    AEV_BREAK_ALL = 2     /* leave every nested aev_run() */
+};
+
+/* What failed, for a watcher that received AEV_ERROR. */
+typedef enum aev_errop {
+    AEV_ERROP_NONE = 0,  /* no error recorded */
+    AEV_ERROP_WATCH = 1, /* the kernel refused to watch the fd (epoll_ctl, kevent) */
+    AEV_ERROP_POLL = 2   /* the poll call reported the fd invalid (POLLNVAL) */
+} aev_errop;
+
+/* ---- watchers --------------------------------------------------------------------------- */
+
+typedef struct aev_loop aev_loop;
+typedef struct aev_watcher aev_watcher;
+
+/*
+ * Every callback receives the watcher (cast it to its own type, or use container-of from the
+ * program's struct) and the bitmask of events that made it pending.
+ */
+typedef void (*aev_cb)(aev_watcher *w, unsigned events);
+
+/* The common header embedded as the first member of every watcher type. */
+struct aev_watcher {
+    void *data; /* public: free for the program */
+    /* private: */
+    aev_loop *loop_;
+    aev_cb cb_;
+    int32_t active_;  /* nonzero while started: 1-based index in the owning container */
+    int32_t pending_; /* nonzero while pending: 1-based slot in the priority queue */
+    int8_t priority_;
+    uint8_t type_;
+    uint8_t flags_;
+    uint8_t errop_;
+    int32_t err_;
+};
+
+typedef struct aev_io {
+    aev_watcher base;
+    /* private: */
+    struct aev_io *next_; /* other watchers of the same fd */
+    int fd_;
+    unsigned events_;
+} aev_io;
+
+typedef struct aev_timer {
+    aev_watcher base;
+    /* private: */
+    aev_time_t at_;
+    aev_time_t repeat_;
+} aev_timer;
+
+typedef struct aev_idle {
+    aev_watcher base;
+} aev_idle;
+
+typedef struct aev_prepare {
+    aev_watcher base;
+} aev_prepare;
+
+typedef struct aev_check {
+    aev_watcher base;
+} aev_check;
+
+typedef struct aev_async {
+    aev_watcher base;
+    /* private: */
+    atomic_uint sent_;
+    _Atomic(struct aev_async *) next_; /* link in the loop's list of sent watchers */
+} aev_async;
+
+/* ---- errors and versions ---------------------------------------------------------------- */
+
+/* Text for a code returned by this library (negative errno); never NULL, thread-safe. */
+AEV_EXPORT const char *aev_strerror(int err);
+/* The library's version at run time, as AEV_VERSION_HEX. */
+AEV_EXPORT unsigned aev_version(void);
+/* The current monotonic time, read from the clock now. */
+AEV_EXPORT aev_time_t aev_time(void);
+
+/* ---- loop ------------------------------------------------------------------------------- */
+
+/*
+ * Creates a loop. flags: one AEV_BACKEND_* (or AUTO) plus AEV_FLAG_*. Unless AEV_FLAG_NOENV is
+ * given and the backend is AUTO, the environment variable AEV_BACKEND=epoll|poll|kqueue picks it.
+ * Errors: -EINVAL (out NULL, unknown flags, several backends, unknown AEV_BACKEND value),
+ * -ENOSYS (backend not compiled into this build), -ENOMEM, and whatever the kernel returns when
+ * creating the poll set or the wakeup fd (-EMFILE, -ENFILE, ...).
+ */
+AEV_EXPORT int aev_loop_new(aev_loop **out, unsigned flags);
+/*
+ * Frees the loop and its kernel objects. Watchers are the program's memory: they are left
+ * untouched and become unusable. Errors: -EINVAL (NULL), -EBUSY (called from inside aev_run()
+ * of this loop; nothing is freed).
+ */
+AEV_EXPORT int aev_loop_destroy(aev_loop *loop);
+/* Runs the loop; see AEV_RUN_*. Returns 1 if active referenced watchers remain, 0 if none,
+ * -EINVAL for a NULL loop or bad mode, or a negative errno if the backend failed for good. */
+AEV_EXPORT int aev_run(aev_loop *loop, int mode);
+/* Requests aev_run() to return; see AEV_BREAK_*. Takes effect after the current callback. */
+AEV_EXPORT int aev_break(aev_loop *loop, int how);
+/* Reference counting: an active watcher keeps aev_run() going unless offset by aev_unref(). */
+AEV_EXPORT void aev_ref(aev_loop *loop);
+AEV_EXPORT void aev_unref(aev_loop *loop);
+/* Iterations started so far (wraps at 2^64), nesting depth of aev_run(), and events pending. */
+AEV_EXPORT uint64_t aev_iteration(const aev_loop *loop);
+AEV_EXPORT unsigned aev_depth(const aev_loop *loop);
+AEV_EXPORT unsigned aev_pending_count(const aev_loop *loop);
+/* The loop's cached monotonic time (updated once per iteration), and a refresh of it. */
+AEV_EXPORT aev_time_t aev_now(const aev_loop *loop);
+AEV_EXPORT void aev_now_update(aev_loop *loop);
+/* The backend in use: one AEV_BACKEND_* value, and its name ("epoll", "poll", "kqueue"). */
+AEV_EXPORT unsigned aev_backend(const aev_loop *loop);
+AEV_EXPORT const char *aev_backend_name(const aev_loop *loop);
+/* Backends compiled into this build, and those recommended for this platform (bitmasks). */
+AEV_EXPORT unsigned aev_supported_backends(void);
+AEV_EXPORT unsigned aev_recommended_backends(void);
+/* Rebuilds kernel state (poll set, wakeup fd) in a child after fork(). The loop also does this
+ * by itself at its next iteration; calling it is only needed to do it earlier. */
+AEV_EXPORT int aev_loop_fork(aev_loop *loop);
+/* A pointer for the program, not used by the library. */
+AEV_EXPORT void aev_loop_set_data(aev_loop *loop, void *data);
+AEV_EXPORT void *aev_loop_data(const aev_loop *loop);
+
+/* ---- any watcher ------------------------------------------------------------------------ */
+
+/*
+ * Starting an active watcher, or stopping an inactive one, does nothing and returns 0.
+ * Stopping a pending watcher also removes its pending event. Errors: -EINVAL (NULL or a watcher
+ * never initialised by an aev_*_init function).
+ */
+AEV_EXPORT int aev_start(aev_watcher *w);
+AEV_EXPORT int aev_stop(aev_watcher *w);
+AEV_EXPORT bool aev_is_active(const aev_watcher *w);
+AEV_EXPORT bool aev_is_pending(const aev_watcher *w);
+AEV_EXPORT aev_loop *aev_watcher_loop(const aev_watcher *w);
+/* Priority in AEV_MINPRI..AEV_MAXPRI; higher runs first. Errors: -EINVAL (NULL, out of range),
+ * -EBUSY (watcher active or pending). */
+AEV_EXPORT int aev_set_priority(aev_watcher *w, int priority);
+AEV_EXPORT int aev_priority(const aev_watcher *w);
+/* Calls the callback now with these events. Errors: -EINVAL (NULL). */
+AEV_EXPORT int aev_invoke(aev_watcher *w, unsigned events);
+/* Makes the watcher pending with these events (ORed into any already pending), as if they had
+ * happened; active or not. Errors: -EINVAL (NULL, events 0), -ENOMEM. */
+AEV_EXPORT int aev_feed_event(aev_watcher *w, unsigned events);
+/* Removes the pending event and returns its events, or 0 if it was not pending. */
+AEV_EXPORT unsigned aev_clear_pending(aev_watcher *w);
+/* After AEV_ERROR: the negative errno that made the watcher fail (0 if none) and, if op is not
+ * NULL, what failed. Cleared when the watcher is started again. */
+AEV_EXPORT int aev_watcher_error(const aev_watcher *w, aev_errop *op);
+
+/* ---- io --------------------------------------------------------------------------------- */
+
+/*
+ * Watches fd for AEV_READ and/or AEV_WRITE. Any number of watchers may watch one fd. A fd the
+ * kernel refuses (closed, or not pollable by this backend) reaches the watcher as AEV_ERROR and
+ * stops it. Regular files are always ready, as poll(2) reports them.
+ * Errors: -EINVAL (NULL w, loop or cb, fd < 0, events empty or not within READ|WRITE);
+ * aev_io_set: -EBUSY while active.
+ */
+AEV_EXPORT int aev_io_init(aev_io *w, aev_loop *loop, aev_cb cb, int fd, unsigned events);
+AEV_EXPORT int aev_io_set(aev_io *w, int fd, unsigned events);
+AEV_EXPORT int aev_io_start(aev_io *w);
+AEV_EXPORT int aev_io_stop(aev_io *w);
+AEV_EXPORT int aev_io_fd(const aev_io *w);
+AEV_EXPORT unsigned aev_io_events(const aev_io *w);
+
+/* ---- timer ------------------------------------------------------------------------------ */
+
+/*
+ * Fires `after` ns after aev_timer_start() (measured from the clock at start, not from the
+ * loop's cached time, so a stale cache never makes it early), then every `repeat` ns if repeat
+ * is nonzero. Never fires early. If the loop falls behind by several repeats, the callback runs
+ * once and the next expiry is the first one still in the future (no burst of catch-up calls).
+ * Errors: -EINVAL (NULL w, loop or cb; after or repeat negative); aev_timer_set: -EBUSY while
+ * active; aev_timer_start: -ENOMEM.
+ */
+AEV_EXPORT int aev_timer_init(aev_timer *w, aev_loop *loop, aev_cb cb, aev_time_t after,
+                              aev_time_t repeat);
+AEV_EXPORT int aev_timer_set(aev_timer *w, aev_time_t after, aev_time_t repeat);
+AEV_EXPORT int aev_timer_start(aev_timer *w);
+AEV_EXPORT int aev_timer_stop(aev_timer *w);
+/* libev's "again": active and repeating: restart with `repeat` from now; active and not
+ * repeating: stop; inactive and repeating: start with `repeat`; else nothing. */
+AEV_EXPORT int aev_timer_again(aev_timer *w);
+/* Sets the repeat interval used from the next expiry or aev_timer_again() on. -EINVAL if < 0. */
+AEV_EXPORT int aev_timer_set_repeat(aev_timer *w, aev_time_t repeat);
+AEV_EXPORT aev_time_t aev_timer_repeat(const aev_timer *w);
+/* Time left until expiry (0 if due or inactive). */
+AEV_EXPORT aev_time_t aev_timer_remaining(const aev_timer *w);
+
+/* ---- idle, prepare, check --------------------------------------------------------------- */
+
+/* Idle: runs once per iteration while no watcher of equal or higher priority is pending; while
+ * any idle watcher is active the loop polls without blocking. Prepare: runs just before the loop
+ * polls. Check: runs just after. Errors: -EINVAL (NULL w, loop or cb). */
+AEV_EXPORT int aev_idle_init(aev_idle *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_idle_start(aev_idle *w);
+AEV_EXPORT int aev_idle_stop(aev_idle *w);
+AEV_EXPORT int aev_prepare_init(aev_prepare *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_prepare_start(aev_prepare *w);
+AEV_EXPORT int aev_prepare_stop(aev_prepare *w);
+AEV_EXPORT int aev_check_init(aev_check *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_check_start(aev_check *w);
+AEV_EXPORT int aev_check_stop(aev_check *w);
+
+/* ---- async ------------------------------------------------------------------------------ */
+
+/*
+ * Wakes a loop from any thread or signal handler. Sends made before the loop notes the watcher
+ * are coalesced into one AEV_ASYNC callback. A send to a stopped watcher is remembered and
+ * delivered when it is started again. Errors of init: -EINVAL (NULL w, loop or cb).
+ */
+AEV_EXPORT int aev_async_init(aev_async *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_async_start(aev_async *w);
+AEV_EXPORT int aev_async_stop(aev_async *w);
+/*
+ * Thread-safe and async-signal-safe; never blocks; preserves errno. Costs a system call at most
+ * once per loop iteration, and only when the loop may be sleeping. Every write the calling thread
+ * made before the call is visible to the callback run for it. Errors: -EINVAL (NULL).
+ */
+AEV_EXPORT int aev_async_send(aev_async *w);
+/* True from aev_async_send() until the loop has noted the send (before the callback runs). */
+AEV_EXPORT bool aev_async_sent(const aev_async *w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNCEV_H */

@@ -1,0 +1,146 @@
+/*
+ * Async watchers: the one part of a loop that other threads and signal handlers may touch.
+ *
+ * Protocol (docs/async.md has the full argument):
+ *  - A sender sets the watcher's `sent_` flag with an atomic exchange. Only the sender that
+ *    turns it from 0 to 1 pushes the watcher onto the loop's lock-free `sent_list` stack, so a
+ *    watcher is on the stack at most once and many sends coalesce into one callback.
+ *  - The pusher that finds the stack empty writes the wakeup fd, and only if the loop announced
+ *    (`may_sleep`) that it may block. The loop re-checks the stack after announcing, so either
+ *    the loop sees the push or the pusher sees the announcement: no wakeup is lost, and there is
+ *    at most one write per time the loop takes the stack, i.e. per iteration.
+ *  - The loop takes the whole stack with one exchange and clears each `sent_` with an exchange
+ *    before feeding the event: a send after that point makes the watcher pending again.
+ * Only the loop thread touches anything else in the watcher.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+#if ATOMIC_INT_LOCK_FREE != 2 || ATOMIC_POINTER_LOCK_FREE != 2
+#error "aev_async_send must be async-signal-safe: lock-free atomics are required"
+#endif
+
+int aev_async_init(aev_async *w, aev_loop *loop, aev_cb cb)
+{
+    int rc = aev__watcher_init((aev_watcher *)w, loop, cb, AEV__T_ASYNC);
+    if (rc < 0)
+        return rc;
+    atomic_init(&w->sent_, 0);
+    atomic_init(&w->next_, NULL);
+    return 0;
+}
+
+/* The loop notes a send: clear the flag, then make the watcher pending. */
+static void aev__async_note(aev_loop *loop, aev_async *w)
+{
+    /* acq_rel: the acquire half pairs with the release half of every sender's exchange that set
+     * the flag since it was last cleared, so the callback sees what those senders wrote before
+     * sending; the release half orders our earlier read of next_ before a new push of w. */
+    atomic_exchange_explicit(&w->sent_, 0, memory_order_acq_rel);
+    aev__feed(loop, &w->base, AEV_ASYNC);
+}
+
+int aev_async_start(aev_async *w)
+{
+    if (!aev__is((const aev_watcher *)w, AEV__T_ASYNC))
+        return -EINVAL;
+    if (w->base.active_)
+        return 0;
+    aev__activate(&w->base, 1);
+    /* A send that reached the loop while the watcher was stopped is delivered now. */
+    if (w->base.flags_ & AEV__WF_PARKED) {
+        w->base.flags_ &= (uint8_t)~AEV__WF_PARKED;
+        aev__async_note(w->base.loop_, w);
+    }
+    return 0;
+}
+
+int aev_async_stop(aev_async *w)
+{
+    if (!aev__is((const aev_watcher *)w, AEV__T_ASYNC))
+        return -EINVAL;
+    if (w->base.pending_)
+        aev__unpend(&w->base);
+    if (!w->base.active_)
+        return 0;
+    aev__deactivate(&w->base);
+    /* A sent watcher may still be on the stack; the program may free it once stopped, so take
+     * the stack now. w, being inactive, is parked there and delivered if started again. */
+    /* Acquire: pairs with the sender's exchange, so that the stack read below sees its push
+     * once the sender has completed it (the program guarantees no send is still running). */
+    if (atomic_load_explicit(&w->sent_, memory_order_acquire))
+        aev__async_collect(w->base.loop_);
+    return 0;
+}
+
+int aev_async_send(aev_async *w)
+{
+    if (!w)
+        return -EINVAL;
+    /* acq_rel: release publishes this thread's earlier writes to the loop, which reads the flag
+     * with an acquiring exchange before the callback; acquire orders this after the loop's
+     * clearing exchange, so our push below cannot overwrite next_ before the loop read it.
+     * A redundant send is this one instruction: no system call, no other shared write. */
+    if (atomic_exchange_explicit(&w->sent_, 1, memory_order_acq_rel) != 0)
+        return 0;
+    aev_loop *loop = w->base.loop_;
+    aev_async *head = atomic_load_explicit(&loop->sent_list, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&w->next_, head, memory_order_relaxed);
+        /* seq_cst: besides publishing next_ (release) this store and the load of may_sleep
+         * below form one half of a Dekker handshake with aev__async_waiting(): the loop stores
+         * may_sleep then loads sent_list, we store sent_list then load may_sleep. */
+    } while (!atomic_compare_exchange_weak_explicit(&loop->sent_list, &head, w,
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    if (head == NULL && atomic_load_explicit(&loop->may_sleep, memory_order_seq_cst))
+        aev__wakeup_signal(loop);
+    return 0;
+}
+
+bool aev_async_sent(const aev_async *w)
+{
+    /* Relaxed: a snapshot for the caller; it orders nothing. */
+    return w && atomic_load_explicit(&w->sent_, memory_order_relaxed) != 0;
+}
+
+/* Reverses the stack into send order, so that async callbacks of one priority run FIFO. */
+static aev_async *aev__reverse(aev_async *list)
+{
+    aev_async *out = NULL;
+    while (list) {
+        /* Relaxed: these watchers have sent_ == 1, so no sender touches next_ until the loop
+         * clears sent_; the stack exchange already made the senders' stores visible. */
+        aev_async *next = atomic_load_explicit(&list->next_, memory_order_relaxed);
+        atomic_store_explicit(&list->next_, out, memory_order_relaxed);
+        out = list;
+        list = next;
+    }
+    return out;
+}
+
+void aev__async_collect(aev_loop *loop)
+{
+    /* Relaxed peek: if a push is missed here, aev__async_waiting() sees it before the loop can
+     * sleep (seq_cst), so at worst it is collected one iteration later, without blocking. */
+    if (!atomic_load_explicit(&loop->sent_list, memory_order_relaxed))
+        return;
+    /* Acquire: pairs with the pushers' CAS so that their next_ stores are visible. */
+    aev_async *w = aev__reverse(atomic_exchange_explicit(&loop->sent_list, NULL,
+                                                         memory_order_acquire));
+    while (w) {
+        /* Read the link before clearing sent_: from then on a sender may push w again. */
+        aev_async *next = atomic_load_explicit(&w->next_, memory_order_relaxed);
+        if (w->base.active_)
+            aev__async_note(loop, w);
+        else
+            w->base.flags_ |= AEV__WF_PARKED;
+        w = next;
+    }
+}
+
+int aev__async_waiting(aev_loop *loop)
+{
+    /* seq_cst: the loop's half of the handshake described in aev_async_send(). */
+    return atomic_load_explicit(&loop->sent_list, memory_order_seq_cst) != NULL;
+}

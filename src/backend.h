@@ -1,0 +1,52 @@
+/*
+ * The backend interface: the only thing that differs between epoll, kqueue and poll.
+ *
+ * A backend knows nothing about watchers. The io layer (io.c) keeps, per fd, the set of events
+ * the watchers want and what was last handed to the backend; it calls modify() only when these
+ * differ, just before the loop polls. The backend reports readiness through aev__io_ready().
+ */
+#ifndef AEV_BACKEND_H
+#define AEV_BACKEND_H
+
+#include <stdint.h>
+
+struct aev_loop;
+
+/* Returned by modify() for a fd this backend cannot watch but that is always ready (a regular
+ * file under epoll). The io layer then reports it ready on every iteration, as poll(2) would. */
+#define AEV__ALWAYS_READY 1
+
+/* For aev__io_ready() from backends that cannot attach a generation to a registration. */
+#define AEV__GEN_ANY UINT32_MAX
+
+typedef struct aev__backend {
+    /* AEV_BACKEND_* bit and name, for aev_backend() and AEV_BACKEND=name. */
+    unsigned id;
+    const char *name;
+    /* Creates the kernel object(s) and stores private state in loop->backend_state.
+     * Returns 0 or a negative errno; on failure nothing is left allocated. */
+    int (*init)(struct aev_loop *loop);
+    /* Frees everything init() made. Never fails. */
+    void (*destroy)(struct aev_loop *loop);
+    /* Changes what is watched on fd from old_ev to new_ev (AEV_READ|AEV_WRITE bits; either may be
+     * 0). Called with old_ev == new_ev when the fd may now refer to another file than before (it
+     * was re-set by aev_io_set): the registration must then be renewed. `gen` is the io layer's
+     * generation of this fd; a backend that can attach data to a registration hands it back in
+     * aev__io_ready() so that events of a stale registration are recognised.
+     * Returns 0, AEV__ALWAYS_READY, or a negative errno: the fd cannot be watched, and its
+     * watchers receive AEV_ERROR. Removing (new_ev == 0) never fails: a fd already closed is
+     * simply forgotten. */
+    int (*modify)(struct aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, uint32_t gen);
+    /* Waits at most timeout ns (0: do not block, -1: no limit) and calls aev__io_ready() for
+     * each ready fd (gen as given to modify, or AEV__GEN_ANY if the backend cannot carry it).
+     * Returns 0 (also on EINTR) or a negative errno when polling failed for good. */
+    int (*poll)(struct aev_loop *loop, int64_t timeout);
+    /* After fork(): recreates the kernel object in the child. The io layer then re-adds every
+     * watched fd through modify() with old_ev = 0. Returns 0 or a negative errno. */
+    int (*reinit)(struct aev_loop *loop);
+} aev__backend;
+
+extern const aev__backend aev__backend_epoll;
+extern const aev__backend aev__backend_poll;
+
+#endif /* AEV_BACKEND_H */

@@ -1,0 +1,229 @@
+/*
+ * The epoll(7) backend (Linux), level-triggered.
+ *
+ * Each registration carries the io layer's generation of the fd next to the fd number, so that
+ * events still arriving for an older registration can be recognised and dropped by io.c.
+ *
+ * Known limits:
+ *  - epoll refuses regular files and directories (EPERM). modify() then answers
+ *    AEV__ALWAYS_READY and the io layer reports such a fd ready on every iteration, as poll(2)
+ *    would.
+ *  - epoll watches open file descriptions, not fd numbers: after close(fd), a registration
+ *    survives while a dup of the fd keeps the file open, and its events keep arriving under the
+ *    old fd number. They carry the old generation, which is how the io layer detects them (and
+ *    rebuilds the epoll set via reinit() if they persist).
+ *  - Without epoll_pwait2 (kernels before 5.11) timeouts have millisecond resolution; they are
+ *    rounded up so that nothing wakes early.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "internal.h"
+
+#ifdef AEV_HAVE_EPOLL
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The events array starts small and doubles after a wait that filled it, up to this size. */
+#define EPOLL_EVENTS_MIN 64
+#define EPOLL_EVENTS_MAX 4096
+
+#define NSEC_PER_SEC INT64_C(1000000000)
+#define NSEC_PER_MSEC INT64_C(1000000)
+
+typedef struct epoll_state {
+    int epfd;
+    int no_pwait2; /* epoll_pwait2 failed with ENOSYS once: use epoll_wait from now on */
+    int cap;
+    struct epoll_event *events;
+} epoll_state;
+
+static int epoll_init(aev_loop *loop)
+{
+    epoll_state *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        return -ENOMEM;
+    }
+    st->events = calloc(EPOLL_EVENTS_MIN, sizeof(*st->events));
+    if (st->events == NULL) {
+        free(st);
+        return -ENOMEM;
+    }
+    st->cap = EPOLL_EVENTS_MIN;
+    st->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (st->epfd < 0) {
+        int err = -errno;
+        free(st->events);
+        free(st);
+        return err;
+    }
+    loop->backend_state = st;
+    return 0;
+}
+
+static void epoll_destroy(aev_loop *loop)
+{
+    epoll_state *st = loop->backend_state;
+    if (st == NULL) {
+        return;
+    }
+    if (st->epfd >= 0) {
+        close(st->epfd);
+    }
+    free(st->events);
+    free(st);
+    loop->backend_state = NULL;
+}
+
+/* Issues one epoll_ctl; returns 0 or the errno it failed with (positive, for the caller's
+ * retry decisions). */
+static int epoll_ctl_once(int epfd, int op, int fd, unsigned ev, uint32_t gen)
+{
+    struct epoll_event e = {0};
+    e.events = ((ev & AEV_READ) ? EPOLLIN : 0u) | ((ev & AEV_WRITE) ? EPOLLOUT : 0u);
+    e.data.u64 = (uint64_t)gen << 32 | (uint32_t)fd;
+    return epoll_ctl(epfd, op, fd, &e) == 0 ? 0 : errno;
+}
+
+static int epoll_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, uint32_t gen)
+{
+    epoll_state *st = loop->backend_state;
+
+    /* The fd may already be closed (which removed it from the set) or never have been
+     * accepted: either way it is not watched any more, which is all that was asked. */
+    if (new_ev == 0) {
+        epoll_ctl_once(st->epfd, EPOLL_CTL_DEL, fd, 0, gen);
+        return 0;
+    }
+    /* old_ev is what io.c last handed us, but the kernel may disagree: a closed fd silently
+     * left the set (MOD gives ENOENT), or a dup'ed fd number is still registered (ADD gives
+     * EEXIST). Retrying with the other operation also refreshes the generation. */
+    int err;
+    if (old_ev == 0) {
+        err = epoll_ctl_once(st->epfd, EPOLL_CTL_ADD, fd, new_ev, gen);
+        if (err == EEXIST) {
+            err = epoll_ctl_once(st->epfd, EPOLL_CTL_MOD, fd, new_ev, gen);
+        }
+    } else {
+        err = epoll_ctl_once(st->epfd, EPOLL_CTL_MOD, fd, new_ev, gen);
+        if (err == ENOENT) {
+            err = epoll_ctl_once(st->epfd, EPOLL_CTL_ADD, fd, new_ev, gen);
+        }
+    }
+    /* EPERM: the file does not support polling (regular file, directory); the kernel checks
+     * this before looking at the operation, so ADD and MOD both report it. */
+    if (err == EPERM) {
+        return AEV__ALWAYS_READY;
+    }
+    return -err;
+}
+
+/* Rounds a timeout in ns up to whole milliseconds for epoll_wait: a timer must never be woken
+ * for early. -1 stays -1 (no limit). */
+static int epoll_timeout_ms(int64_t timeout)
+{
+    if (timeout < 0) {
+        return -1;
+    }
+    int64_t ms = timeout / NSEC_PER_MSEC + (timeout % NSEC_PER_MSEC != 0);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Waits for events; returns their count or -1 with errno set. */
+static int epoll_wait_events(epoll_state *st, int64_t timeout)
+{
+#ifdef AEV_HAVE_EPOLL_PWAIT2
+    if (!st->no_pwait2) {
+        struct timespec ts = {0};
+        if (timeout >= 0) {
+            ts.tv_sec = (time_t)(timeout / NSEC_PER_SEC);
+            ts.tv_nsec = (long)(timeout % NSEC_PER_SEC);
+        }
+        int n = epoll_pwait2(st->epfd, st->events, st->cap, timeout >= 0 ? &ts : NULL, NULL);
+        /* ENOSYS: the kernel predates 5.11. EPERM is not a documented result of epoll_pwait2;
+         * it is what some seccomp profiles answer for system calls they do not know. */
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM)) {
+            return n;
+        }
+        st->no_pwait2 = 1;
+    }
+#endif
+    return epoll_wait(st->epfd, st->events, st->cap, epoll_timeout_ms(timeout));
+}
+
+/* Translates epoll's bits into AEV_READ/AEV_WRITE. An error or hangup wakes readers and writers
+ * both: the io layer keeps only what each watcher asked for, and they learn the cause from their
+ * own read() or write(). */
+static unsigned epoll_revents(uint32_t ev)
+{
+    unsigned revents = 0;
+    if (ev & EPOLLIN) {
+        revents |= AEV_READ;
+    }
+    if (ev & EPOLLOUT) {
+        revents |= AEV_WRITE;
+    }
+    if (ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        revents |= AEV_READ | AEV_WRITE;
+    }
+    return revents;
+}
+
+/* A wait that filled the array suggests more fds were ready than it holds; a bigger array lets
+ * the next wait collect them in one call. Failing to grow is harmless: the rest come next time. */
+static void epoll_grow_events(epoll_state *st)
+{
+    if (st->cap >= EPOLL_EVENTS_MAX) {
+        return;
+    }
+    int cap = st->cap * 2;
+    struct epoll_event *events = realloc(st->events, (size_t)cap * sizeof(*events));
+    if (events == NULL) {
+        return;
+    }
+    st->events = events;
+    st->cap = cap;
+}
+
+static int epoll_poll(aev_loop *loop, int64_t timeout)
+{
+    epoll_state *st = loop->backend_state;
+    int n = epoll_wait_events(st, timeout);
+    if (n < 0) {
+        return errno == EINTR ? 0 : -errno;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t data = st->events[i].data.u64;
+        int fd = (int)(uint32_t)data;
+        uint32_t gen = (uint32_t)(data >> 32);
+        aev__io_ready(loop, fd, epoll_revents(st->events[i].events), gen);
+    }
+    if (n == st->cap) {
+        epoll_grow_events(st);
+    }
+    return 0;
+}
+
+/* After fork() the child shares the parent's epoll set: changes made by either would show up
+ * in the other. The child gets a set of its own; io.c then registers every fd again. */
+static int epoll_reinit(aev_loop *loop)
+{
+    epoll_state *st = loop->backend_state;
+    if (st->epfd >= 0) {
+        close(st->epfd);
+    }
+    st->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return st->epfd < 0 ? -errno : 0;
+}
+
+const aev__backend aev__backend_epoll = {
+    AEV_BACKEND_EPOLL, "epoll", epoll_init, epoll_destroy, epoll_modify, epoll_poll, epoll_reinit,
+};
+
+#endif /* AEV_HAVE_EPOLL */

@@ -1,0 +1,31 @@
+/*
+ * Fork detection without a system call per iteration: a pthread_atfork() child handler bumps a
+ * process-wide generation, and each loop compares it with the generation it was built in.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+
+static atomic_uint aev__fork_gen;
+static pthread_once_t aev__fork_once = PTHREAD_ONCE_INIT;
+
+static void aev__on_fork_child(void)
+{
+    /* Relaxed: the child has a single thread at this point, and the loop reads the counter on
+     * that same thread (or on threads it creates later, after this store). */
+    atomic_fetch_add_explicit(&aev__fork_gen, 1, memory_order_relaxed);
+}
+
+static void aev__register_atfork(void)
+{
+    /* If registration fails (ENOMEM) fork is not detected automatically; aev_loop_fork() still
+     * works, which is what the documentation promises in that case. */
+    (void)pthread_atfork(NULL, NULL, aev__on_fork_child);
+}
+
+unsigned aev__fork_generation(void)
+{
+    pthread_once(&aev__fork_once, aev__register_atfork);
+    /* Relaxed: see aev__on_fork_child; only the thread that forked can observe a change. */
+    return atomic_load_explicit(&aev__fork_gen, memory_order_relaxed);
+}

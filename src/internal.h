@@ -1,0 +1,193 @@
+/*
+ * Internal declarations shared by the library's files: the loop struct and the aev__ functions
+ * each file offers to the others. Nothing here is exported.
+ */
+#ifndef AEV_INTERNAL_H
+#define AEV_INTERNAL_H
+
+#include "asyncev.h"
+#include "backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AEV__NPRI (AEV_MAXPRI - AEV_MINPRI + 1)
+#define AEV__PRI_INDEX(pri) ((pri) - AEV_MINPRI)
+
+#define aev__container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Watcher types, stored in aev_watcher.type_; 0 means "never initialised". */
+enum {
+    AEV__T_NONE = 0,
+    AEV__T_IO,
+    AEV__T_TIMER,
+    AEV__T_IDLE,
+    AEV__T_PREPARE,
+    AEV__T_CHECK,
+    AEV__T_ASYNC,
+    AEV__T_COUNT
+};
+
+/* Bits of aev_watcher.flags_. */
+enum {
+    AEV__WF_FDSET = 0x01,  /* io: fd (re)set since last start; the kernel registration is renewed */
+    AEV__WF_PARKED = 0x02, /* async: sent while stopped; delivered on the next start */
+    AEV__WF_INTERNAL = 0x04 /* the loop's own watcher (wakeup fd) */
+};
+
+/* One pending event. w == NULL marks a slot whose watcher was stopped or cleared meanwhile. */
+typedef struct aev__pend {
+    aev_watcher *w;
+    unsigned events;
+} aev__pend;
+
+/* FIFO of pending events of one priority: slots [head, count), of which `live` are not blanked. */
+typedef struct aev__pendq {
+    aev__pend *items;
+    uint32_t head, count, cap, live;
+} aev__pendq;
+
+/* Growable array of watcher pointers (idle, prepare, check); watcher.active_ = index + 1. */
+typedef struct aev__wvec {
+    aev_watcher **items;
+    uint32_t count, cap;
+} aev__wvec;
+
+/* Bits of aev__fd.flags. */
+enum {
+    AEV__FD_CHANGED = 0x01,     /* listed in loop->changes */
+    AEV__FD_FRESH = 0x02,       /* registration must be renewed (fd re-set or reused) */
+    AEV__FD_ALWAYS_READY = 0x04 /* backend cannot watch it; reported ready every iteration */
+};
+
+/* Per-fd bookkeeping of the io layer, indexed by fd. */
+typedef struct aev__fd {
+    aev_io *head;    /* watchers of this fd */
+    uint32_t gen;    /* bumped on each fresh registration; stale kernel events carry an old one */
+    uint8_t kernel;  /* events handed to the backend */
+    uint8_t flags;   /* AEV__FD_* */
+    uint8_t stale;   /* consecutive unwanted events seen; too many forces a backend rebuild */
+} aev__fd;
+
+/* Timer heap node; the deadline is cached here to keep the sift loops in one cache line. */
+typedef struct aev__hnode {
+    aev_time_t at;
+    uint64_t seq; /* start order: equal deadlines fire in the order they were started */
+    aev_timer *w;
+} aev__hnode;
+
+typedef struct aev__heap {
+    aev__hnode *nodes;
+    uint32_t count, cap;
+} aev__heap;
+
+struct aev_loop {
+    const aev__backend *backend;
+    void *backend_state;
+    unsigned flags;
+
+    aev_time_t now;
+    uint64_t iteration;
+    unsigned depth;
+    int break_how;
+    int refs; /* active watchers plus aev_ref() minus aev_unref() */
+    int fatal; /* negative errno once the backend failed for good */
+
+    aev__pendq pending[AEV__NPRI];
+    unsigned pending_count;
+
+    /* fds, changes and always_ready all have nfds slots, so recording a change never fails. */
+    aev__fd *fds;
+    uint32_t nfds;
+    int *changes; /* fds whose watchers changed since the last flush */
+    uint32_t nchanges;
+    int *always_ready; /* fds flagged AEV__FD_ALWAYS_READY */
+    uint32_t nalways;
+    int rebuild; /* the backend must be recreated before the next poll */
+
+    aev__heap timers;
+    uint64_t timer_seq;
+
+    aev__wvec idles[AEV__NPRI];
+    unsigned idle_count;
+    aev__wvec prepares;
+    aev__wvec checks;
+
+    /* Async: senders push onto `sent_list` (lock-free stack); the loop takes the whole stack,
+     * appends it to `noted` (loop thread only) and feeds AEV_ASYNC from there. */
+    _Atomic(aev_async *) sent_list;
+    aev_async *noted;
+    /* Nonzero while the loop may block in the backend; senders write the wakeup fd only then. */
+    atomic_int may_sleep;
+
+    /* Wakeup fd: an eventfd (rfd == wfd) or a self-pipe. */
+    int wake_rfd, wake_wfd;
+    aev_io wake_io;
+
+    unsigned fork_gen;
+    void *data;
+};
+
+/* ---- util.c ---- */
+int aev__grow(void **items, uint32_t *cap, uint32_t need, size_t elem);
+int aev__wvec_push(aev__wvec *v, aev_watcher *w);
+void aev__wvec_remove(aev__wvec *v, aev_watcher *w);
+
+/* ---- time.c ---- */
+aev_time_t aev__clock(void);
+
+/* ---- watcher.c ---- */
+int aev__watcher_init(aev_watcher *w, aev_loop *loop, aev_cb cb, int type);
+int aev__watcher_valid(const aev_watcher *w);
+int aev__is(const aev_watcher *w, int type);
+void aev__activate(aev_watcher *w, int32_t active);
+void aev__deactivate(aev_watcher *w);
+void aev__fail(aev_watcher *w, int err, aev_errop op);
+
+/* ---- pending.c ---- */
+int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events);
+unsigned aev__unpend(aev_watcher *w);
+void aev__invoke_pending(aev_loop *loop);
+void aev__pending_free(aev_loop *loop);
+int aev__pending_at_or_above(const aev_loop *loop, int pri);
+
+/* ---- io.c ---- */
+void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen);
+void aev__io_flush(aev_loop *loop);
+void aev__io_feed_always_ready(aev_loop *loop);
+void aev__io_resubmit_all(aev_loop *loop);
+void aev__io_free(aev_loop *loop);
+
+/* ---- timer.c ---- */
+void aev__timers_reify(aev_loop *loop);
+aev_time_t aev__timers_next(const aev_loop *loop);
+void aev__timers_free(aev_loop *loop);
+
+/* ---- heap.c ---- */
+int aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq);
+void aev__heap_remove(aev__heap *h, uint32_t index);
+void aev__heap_update(aev__heap *h, uint32_t index, aev_time_t at, uint64_t seq);
+
+/* ---- idle.c, prepare.c ---- */
+void aev__idle_reify(aev_loop *loop);
+void aev__queue_prepares(aev_loop *loop);
+void aev__queue_checks(aev_loop *loop);
+void aev__hooks_free(aev_loop *loop);
+
+/* ---- async.c ---- */
+void aev__async_collect(aev_loop *loop);
+int aev__async_waiting(aev_loop *loop);
+
+/* ---- wakeup.c ---- */
+int aev__wakeup_init(aev_loop *loop);
+void aev__wakeup_free(aev_loop *loop);
+int aev__wakeup_reinit(aev_loop *loop);
+void aev__wakeup_signal(aev_loop *loop);
+
+/* ---- fork.c ---- */
+unsigned aev__fork_generation(void);
+
+/* ---- backend selection (loop.c) ---- */
+const aev__backend *aev__backend_find(unsigned id);
+
+#endif /* AEV_INTERNAL_H */

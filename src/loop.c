@@ -1,0 +1,318 @@
+/*
+ * The loop: creation, destruction, and aev_run(), which reads as the list of phases of one
+ * iteration (libev's order): fork check, prepare, poll, timers, idle, check, invoke.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const aev__backend *const aev__backends[] = {
+#ifdef AEV_HAVE_EPOLL
+    &aev__backend_epoll,
+#endif
+    &aev__backend_poll,
+};
+
+#define AEV__NBACKENDS (sizeof aev__backends / sizeof aev__backends[0])
+
+const aev__backend *aev__backend_find(unsigned id)
+{
+    for (size_t i = 0; i < AEV__NBACKENDS; i++) {
+        if (aev__backends[i]->id == id)
+            return aev__backends[i];
+    }
+    return NULL;
+}
+
+unsigned aev_supported_backends(void)
+{
+    unsigned mask = 0;
+    for (size_t i = 0; i < AEV__NBACKENDS; i++)
+        mask |= aev__backends[i]->id;
+    return mask;
+}
+
+unsigned aev_recommended_backends(void)
+{
+    /* epoll where it exists; poll is always usable. */
+    return aev_supported_backends();
+}
+
+/* The AEV_BACKEND environment variable: 0 if unset or empty, -EINVAL if not a backend name. */
+static int aev__backend_from_env(void)
+{
+    static const struct {
+        const char *name;
+        unsigned id;
+    } names[] = {{"epoll", AEV_BACKEND_EPOLL}, {"poll", AEV_BACKEND_POLL},
+                 {"kqueue", AEV_BACKEND_KQUEUE}};
+    const char *env = getenv("AEV_BACKEND");
+    if (!env || !*env)
+        return 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(env, names[i].name) == 0)
+            return (int)names[i].id;
+    }
+    return -EINVAL;
+}
+
+/* Resolves flags to a backend: -EINVAL for bad flags, -ENOSYS if not compiled in. */
+static int aev__pick_backend(unsigned flags, const aev__backend **out)
+{
+    unsigned id = flags & AEV_BACKEND_MASK;
+    if (flags & ~(unsigned)(AEV_BACKEND_MASK | AEV_FLAG_NOENV | AEV_FLAG_PIPE_WAKEUP))
+        return -EINVAL;
+    if (id & (id - 1))
+        return -EINVAL; /* more than one backend bit */
+    if (id == AEV_BACKEND_AUTO && !(flags & AEV_FLAG_NOENV)) {
+        int env = aev__backend_from_env();
+        if (env < 0)
+            return env;
+        id = (unsigned)env;
+    }
+    *out = id == AEV_BACKEND_AUTO ? aev__backends[0] : aev__backend_find(id);
+    if (*out)
+        return 0;
+    return (id & ~(unsigned)(AEV_BACKEND_EPOLL | AEV_BACKEND_POLL | AEV_BACKEND_KQUEUE))
+               ? -EINVAL
+               : -ENOSYS;
+}
+
+int aev_loop_new(aev_loop **out, unsigned flags)
+{
+    const aev__backend *backend;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    int rc = aev__pick_backend(flags, &backend);
+    if (rc < 0)
+        return rc;
+    aev_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    loop->backend = backend;
+    loop->flags = flags;
+    loop->wake_rfd = loop->wake_wfd = -1;
+    atomic_init(&loop->sent_list, NULL);
+    atomic_init(&loop->may_sleep, 0);
+    loop->fork_gen = aev__fork_generation();
+    loop->now = aev__clock();
+    rc = backend->init(loop);
+    if (rc < 0) {
+        free(loop);
+        return rc;
+    }
+    rc = aev__wakeup_init(loop);
+    if (rc < 0) {
+        loop->backend->destroy(loop);
+        aev__io_free(loop);
+        free(loop);
+        return rc;
+    }
+    *out = loop;
+    return 0;
+}
+
+int aev_loop_destroy(aev_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->depth)
+        return -EBUSY;
+    aev__wakeup_free(loop);
+    loop->backend->destroy(loop);
+    aev__io_free(loop);
+    aev__timers_free(loop);
+    aev__hooks_free(loop);
+    aev__pending_free(loop);
+    free(loop);
+    return 0;
+}
+
+int aev_loop_fork(aev_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->fork_gen = aev__fork_generation();
+    int rc = loop->backend->reinit(loop);
+    if (rc < 0)
+        return rc;
+    aev__io_resubmit_all(loop);
+    loop->rebuild = 0;
+    return aev__wakeup_reinit(loop);
+}
+
+/* Recreates the backend when it holds registrations that cannot be removed one by one. */
+static int aev__rebuild(aev_loop *loop)
+{
+    int rc = loop->backend->reinit(loop);
+    if (rc < 0)
+        return rc;
+    aev__io_resubmit_all(loop);
+    loop->rebuild = 0;
+    return 0;
+}
+
+static void aev__fork_check(aev_loop *loop)
+{
+    if (aev__fork_generation() == loop->fork_gen)
+        return;
+    int rc = aev_loop_fork(loop);
+    if (rc < 0)
+        loop->fatal = rc;
+}
+
+static void aev__prepare_phase(aev_loop *loop)
+{
+    if (!loop->prepares.count)
+        return;
+    aev__queue_prepares(loop);
+    aev__invoke_pending(loop);
+}
+
+/* How long the poll may block: 0 if there is work already, -1 for no limit. */
+static aev_time_t aev__poll_timeout(aev_loop *loop, int mode)
+{
+    if (mode == AEV_RUN_NOWAIT || loop->refs <= 0 || loop->idle_count || loop->pending_count ||
+        loop->nalways || loop->break_how)
+        return 0;
+    aev_time_t next = aev__timers_next(loop);
+    if (next == INT64_MAX)
+        return -1;
+    aev_time_t left = next - aev__clock();
+    return left > 0 ? left : 0;
+}
+
+static void aev__poll_phase(aev_loop *loop, int mode)
+{
+    if (loop->rebuild) {
+        int rc = aev__rebuild(loop);
+        if (rc < 0) {
+            loop->fatal = rc;
+            return;
+        }
+    }
+    aev__io_flush(loop);
+    aev_time_t timeout = aev__poll_timeout(loop, mode);
+    if (timeout != 0) {
+        /* seq_cst: the loop's half of the wakeup handshake (see async.c); senders write the
+         * wakeup fd only while this is set. */
+        atomic_store_explicit(&loop->may_sleep, 1, memory_order_seq_cst);
+        if (aev__async_waiting(loop))
+            timeout = 0;
+    }
+    int rc = loop->backend->poll(loop, timeout);
+    if (timeout != 0) {
+        /* seq_cst: a sender whose push follows our stack exchange in the total order must see
+         * 0 here and skip the write, keeping writes to one per iteration. */
+        atomic_store_explicit(&loop->may_sleep, 0, memory_order_seq_cst);
+    }
+    if (rc < 0)
+        loop->fatal = rc;
+    loop->now = aev__clock();
+}
+
+static void aev__iterate(aev_loop *loop, int mode)
+{
+    loop->iteration++;
+    loop->now = aev__clock();
+    aev__fork_check(loop);
+    aev__prepare_phase(loop);
+    if (loop->break_how || loop->fatal)
+        return;
+    aev__poll_phase(loop, mode);
+    aev__async_collect(loop);
+    aev__io_feed_always_ready(loop);
+    aev__timers_reify(loop);
+    aev__idle_reify(loop);
+    aev__queue_checks(loop);
+    aev__invoke_pending(loop);
+}
+
+int aev_run(aev_loop *loop, int mode)
+{
+    if (!loop || mode < AEV_RUN_DEFAULT || mode > AEV_RUN_NOWAIT)
+        return -EINVAL;
+    if (loop->fatal)
+        return loop->fatal;
+    loop->depth++;
+    loop->break_how = AEV_BREAK_CANCEL;
+    do {
+        aev__iterate(loop, mode);
+    } while (mode == AEV_RUN_DEFAULT && !loop->break_how && !loop->fatal && loop->refs > 0);
+    if (loop->break_how == AEV_BREAK_ONE)
+        loop->break_how = AEV_BREAK_CANCEL;
+    loop->depth--;
+    if (loop->fatal)
+        return loop->fatal;
+    return loop->refs > 0;
+}
+
+int aev_break(aev_loop *loop, int how)
+{
+    if (!loop || how < AEV_BREAK_CANCEL || how > AEV_BREAK_ALL)
+        return -EINVAL;
+    loop->break_how = how;
+    return 0;
+}
+
+void aev_ref(aev_loop *loop)
+{
+    if (loop)
+        loop->refs++;
+}
+
+void aev_unref(aev_loop *loop)
+{
+    if (loop)
+        loop->refs--;
+}
+
+uint64_t aev_iteration(const aev_loop *loop)
+{
+    return loop ? loop->iteration : 0;
+}
+
+unsigned aev_depth(const aev_loop *loop)
+{
+    return loop ? loop->depth : 0;
+}
+
+unsigned aev_pending_count(const aev_loop *loop)
+{
+    return loop ? loop->pending_count : 0;
+}
+
+aev_time_t aev_now(const aev_loop *loop)
+{
+    return loop ? loop->now : 0;
+}
+
+void aev_now_update(aev_loop *loop)
+{
+    if (loop)
+        loop->now = aev__clock();
+}
+
+unsigned aev_backend(const aev_loop *loop)
+{
+    return loop ? loop->backend->id : 0;
+}
+
+const char *aev_backend_name(const aev_loop *loop)
+{
+    return loop ? loop->backend->name : NULL;
+}
+
+void aev_loop_set_data(aev_loop *loop, void *data)
+{
+    if (loop)
+        loop->data = data;
+}
+
+void *aev_loop_data(const aev_loop *loop)
+{
+    return loop ? loop->data : NULL;
+}

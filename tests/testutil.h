@@ -1,0 +1,62 @@
+/*
+ * Shared helpers for the cmocka test programs.
+ *
+ * Every test program is registered in CTest once per backend: CTest sets AEV_BACKEND (read by
+ * the library itself) and, for the async tests, AEVT_WAKEUP=pipe to force the self-pipe path.
+ * Tests create loops with aevt_loop_new() so that both choices apply.
+ */
+#ifndef AEV_TESTUTIL_H
+#define AEV_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "asyncev.h"
+
+/* Flags for aev_loop_new() selected by the environment of this test run. */
+static inline unsigned aevt_flags(void)
+{
+    const char *w = getenv("AEVT_WAKEUP");
+    return (w && strcmp(w, "pipe") == 0) ? AEV_FLAG_PIPE_WAKEUP : 0;
+}
+
+static inline aev_loop *aevt_loop_new(void)
+{
+    aev_loop *loop = NULL;
+    int rc = aev_loop_new(&loop, aevt_flags());
+    assert_int_equal(rc, 0);
+    assert_non_null(loop);
+    return loop;
+}
+
+/* cmocka setup/teardown: a fresh loop per test in *state; teardown checks nothing is pending
+ * and that destroy succeeds. */
+static inline int aevt_setup(void **state)
+{
+    *state = aevt_loop_new();
+    return 0;
+}
+
+static inline int aevt_teardown(void **state)
+{
+    aev_loop *loop = *state;
+    assert_int_equal(aev_pending_count(loop), 0);
+    assert_int_equal(aev_loop_destroy(loop), 0);
+    return 0;
+}
+
+/* A hang fails fast instead of waiting for CTest's timeout. */
+static inline void aevt_watchdog(unsigned seconds)
+{
+    signal(SIGALRM, SIG_DFL);
+    alarm(seconds);
+}
+
+#endif /* AEV_TESTUTIL_H */
