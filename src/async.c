@@ -76,7 +76,8 @@ int aev_async_stop(aev_async *w)
 
 int aev_async_send(aev_async *w)
 {
-    if (!w)
+    /* type_ is written once by aev_async_init(), before the watcher is handed to any sender. */
+    if (!w || w->base.type_ != AEV__T_ASYNC)
         return -EINVAL;
     /* acq_rel: release publishes this thread's earlier writes to the loop, which reads the flag
      * with an acquiring exchange before the callback; acquire orders this after the loop's

@@ -38,7 +38,10 @@ typedef struct aev__backend {
      * simply forgotten. */
     int (*modify)(struct aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, uint32_t gen);
     /* Waits at most timeout ns (0: do not block, -1: no limit) and calls aev__io_ready() for
-     * each ready fd (gen as given to modify, or AEV__GEN_ANY if the backend cannot carry it).
+     * each ready fd (gen as given to modify, or AEV__GEN_ANY if the backend cannot carry it)
+     * with AEV_READ/AEV_WRITE, or with AEV_ERROR (and AEV__GEN_ANY) when the kernel says the fd
+     * is not open (POLLNVAL): its watchers then fail with -EBADF. Error and hang-up conditions
+     * are reported as AEV_READ|AEV_WRITE, so that readers and writers both find out.
      * Returns 0 (also on EINTR) or a negative errno when polling failed for good. */
     int (*poll)(struct aev_loop *loop, int64_t timeout);
     /* After fork(): recreates the kernel object in the child. The io layer then re-adds every

@@ -34,7 +34,7 @@
 #define EPOLL_EVENTS_MIN 64
 #define EPOLL_EVENTS_MAX 4096
 
-#define NSEC_PER_SEC INT64_C(1000000000)
+#define NSEC_PER_SEC  INT64_C(1000000000)
 #define NSEC_PER_MSEC INT64_C(1000000)
 
 typedef struct epoll_state {
@@ -96,9 +96,12 @@ static int epoll_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev
     epoll_state *st = loop->backend_state;
 
     /* The fd may already be closed (which removed it from the set) or never have been
-     * accepted: either way it is not watched any more, which is all that was asked. */
+     * accepted: either way it is not watched any more, which is all that was asked. With
+     * old_ev == 0 nothing was handed to the kernel, so there is nothing to remove either. */
     if (new_ev == 0) {
-        epoll_ctl_once(st->epfd, EPOLL_CTL_DEL, fd, 0, gen);
+        if (old_ev != 0) {
+            epoll_ctl_once(st->epfd, EPOLL_CTL_DEL, fd, 0, gen);
+        }
         return 0;
     }
     /* old_ev is what io.c last handed us, but the kernel may disagree: a closed fd silently

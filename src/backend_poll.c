@@ -24,7 +24,7 @@
 #include <time.h>
 
 /* ppoll() takes a timespec, so timeouts keep their ns precision. */
-#if defined(AEV_HAVE_PPOLL) || defined(__linux__) || defined(__FreeBSD__) ||                     \
+#if defined(AEV_HAVE_PPOLL) || defined(__linux__) || defined(__FreeBSD__) ||                       \
     defined(__NetBSD__) || defined(__OpenBSD__) || defined(__DragonFly__)
 #define POLL_USE_PPOLL 1
 #endif
@@ -39,7 +39,7 @@
 typedef struct poll_state {
     struct pollfd *fds; /* watched fds, dense: [0, count) */
     uint32_t count, cap;
-    int *slot;          /* slot[fd]: index into fds, or -1 */
+    int *slot; /* slot[fd]: index into fds, or -1 */
     uint32_t slot_cap;
 } poll_state;
 
@@ -150,8 +150,8 @@ static int poll_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev,
             return i;
         }
     }
-    st->fds[i].events = (short)(((new_ev & AEV_READ) ? POLLIN : 0) |
-                                ((new_ev & AEV_WRITE) ? POLLOUT : 0));
+    st->fds[i].events =
+        (short)(((new_ev & AEV_READ) ? POLLIN : 0) | ((new_ev & AEV_WRITE) ? POLLOUT : 0));
     return 0;
 }
 

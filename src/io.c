@@ -134,11 +134,12 @@ unsigned aev_io_events(const aev_io *w)
     return w ? w->events_ : 0;
 }
 
-/* Stops every watcher of fd and hands each an AEV_ERROR event carrying err. */
+/* Stops every watcher of fd and hands each an AEV_ERROR event carrying err. The stops record
+ * a change, so the next sync removes whatever the backend still holds for the fd (e.g. poll(2)
+ * would otherwise keep reporting POLLNVAL for it). */
 static void aev__fd_fail(aev_loop *loop, int fd, int err, aev_errop op)
 {
     aev__fd *e = &loop->fds[fd];
-    e->kernel = 0;
     while (e->head) {
         aev_io *w = e->head;
         aev_io_stop(w);
@@ -153,6 +154,13 @@ static unsigned aev__fd_wanted(const aev__fd *e)
     for (const aev_io *w = e->head; w; w = w->next_)
         wanted |= w->events_;
     return wanted;
+}
+
+/* AEV__GEN_ANY is reserved for backends that cannot carry a generation: skip it. */
+static void aev__fd_next_gen(aev__fd *e)
+{
+    if (++e->gen == AEV__GEN_ANY)
+        e->gen = 0;
 }
 
 static void aev__always_add(aev_loop *loop, int fd)
@@ -185,10 +193,11 @@ static void aev__fd_sync(aev_loop *loop, int fd)
             return;
         aev__always_remove(loop, fd);
     }
-    if (wanted == e->kernel && !fresh)
+    /* Nothing to renew for a fd nobody wants and the backend does not hold. */
+    if (wanted == e->kernel && (!fresh || !wanted))
         return;
-    if (fresh && wanted)
-        e->gen++;
+    if (fresh)
+        aev__fd_next_gen(e);
     int rc = loop->backend->modify(loop, fd, e->kernel, wanted, e->gen);
     if (rc == AEV__ALWAYS_READY) {
         e->kernel = 0;
