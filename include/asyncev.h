@@ -171,8 +171,9 @@ AEV_EXPORT aev_time_t aev_time(void);
 /* ---- loop ------------------------------------------------------------------------------- */
 
 /*
- * Creates a loop. flags: one AEV_BACKEND_* (or AUTO) plus AEV_FLAG_*. Unless AEV_FLAG_NOENV is
- * given and the backend is AUTO, the environment variable AEV_BACKEND=epoll|poll|kqueue picks it.
+ * Creates a loop. flags: one AEV_BACKEND_* (or AUTO) plus AEV_FLAG_*. When the backend is AUTO
+ * and AEV_FLAG_NOENV is not given, the environment variable AEV_BACKEND=epoll|poll|kqueue picks
+ * it; an explicit backend in flags is never overridden.
  * Errors: -EINVAL (out NULL, unknown flags, several backends, unknown AEV_BACKEND value),
  * -ENOSYS (backend not compiled into this build), -ENOMEM, and whatever the kernel returns when
  * creating the poll set or the wakeup fd (-EMFILE, -ENFILE, ...).
@@ -187,26 +188,32 @@ AEV_EXPORT int aev_loop_destroy(aev_loop *loop);
 /* Runs the loop; see AEV_RUN_*. Returns 1 if active referenced watchers remain, 0 if none,
  * -EINVAL for a NULL loop or bad mode, or a negative errno if the backend failed for good. */
 AEV_EXPORT int aev_run(aev_loop *loop, int mode);
-/* Requests aev_run() to return; see AEV_BREAK_*. Takes effect after the current callback. */
+/* Requests aev_run() to return; see AEV_BREAK_*. Takes effect when the current iteration's
+ * callbacks have run. Errors: -EINVAL (NULL loop, unknown how). */
 AEV_EXPORT int aev_break(aev_loop *loop, int how);
 /* Reference counting: an active watcher keeps aev_run() going unless offset by aev_unref(). */
 AEV_EXPORT void aev_ref(aev_loop *loop);
 AEV_EXPORT void aev_unref(aev_loop *loop);
-/* Iterations started so far (wraps at 2^64), nesting depth of aev_run(), and events pending. */
+/* Iterations started so far (wraps at 2^64), nesting depth of aev_run(), and events pending.
+ * Each returns 0 for a NULL loop. */
 AEV_EXPORT uint64_t aev_iteration(const aev_loop *loop);
 AEV_EXPORT unsigned aev_depth(const aev_loop *loop);
 AEV_EXPORT unsigned aev_pending_count(const aev_loop *loop);
-/* The loop's cached monotonic time (updated once per iteration), and a refresh of it. */
+/* The loop's cached monotonic time (updated at the start of each iteration and right after
+ * polling), and a refresh of it. */
 AEV_EXPORT aev_time_t aev_now(const aev_loop *loop);
 AEV_EXPORT void aev_now_update(aev_loop *loop);
-/* The backend in use: one AEV_BACKEND_* value, and its name ("epoll", "poll", "kqueue"). */
+/* The backend in use: one AEV_BACKEND_* value, and its name ("epoll", "poll", "kqueue");
+ * 0 and NULL for a NULL loop. */
 AEV_EXPORT unsigned aev_backend(const aev_loop *loop);
 AEV_EXPORT const char *aev_backend_name(const aev_loop *loop);
 /* Backends compiled into this build, and those recommended for this platform (bitmasks). */
 AEV_EXPORT unsigned aev_supported_backends(void);
 AEV_EXPORT unsigned aev_recommended_backends(void);
 /* Rebuilds kernel state (poll set, wakeup fd) in a child after fork(). The loop also does this
- * by itself at its next iteration; calling it is only needed to do it earlier. */
+ * by itself at its next iteration; calling it is only needed to do it earlier.
+ * Errors: -EINVAL (NULL), and the kernel's errors creating the new objects (-EMFILE, -ENFILE,
+ * -ENOMEM); the loop is then unusable and aev_run() returns that error. */
 AEV_EXPORT int aev_loop_fork(aev_loop *loop);
 /* A pointer for the program, not used by the library. */
 AEV_EXPORT void aev_loop_set_data(aev_loop *loop, void *data);
@@ -217,7 +224,8 @@ AEV_EXPORT void *aev_loop_data(const aev_loop *loop);
 /*
  * Starting an active watcher, or stopping an inactive one, does nothing and returns 0.
  * Stopping a pending watcher also removes its pending event. Errors: -EINVAL (NULL or a watcher
- * never initialised by an aev_*_init function).
+ * never initialised by an aev_*_init function); start also -ENOMEM (an internal array could not
+ * grow) and the type's own start errors.
  */
 AEV_EXPORT int aev_start(aev_watcher *w);
 AEV_EXPORT int aev_stop(aev_watcher *w);
@@ -228,7 +236,7 @@ AEV_EXPORT aev_loop *aev_watcher_loop(const aev_watcher *w);
  * -EBUSY (watcher active or pending). */
 AEV_EXPORT int aev_set_priority(aev_watcher *w, int priority);
 AEV_EXPORT int aev_priority(const aev_watcher *w);
-/* Calls the callback now with these events. Errors: -EINVAL (NULL). */
+/* Calls the callback now with these events. Errors: -EINVAL (NULL or never initialised). */
 AEV_EXPORT int aev_invoke(aev_watcher *w, unsigned events);
 /* Makes the watcher pending with these events (ORed into any already pending), as if they had
  * happened; active or not. Errors: -EINVAL (NULL, events 0), -ENOMEM. */
@@ -236,17 +244,20 @@ AEV_EXPORT int aev_feed_event(aev_watcher *w, unsigned events);
 /* Removes the pending event and returns its events, or 0 if it was not pending. */
 AEV_EXPORT unsigned aev_clear_pending(aev_watcher *w);
 /* After AEV_ERROR: the negative errno that made the watcher fail (0 if none) and, if op is not
- * NULL, what failed. Cleared when the watcher is started again. */
+ * NULL, what failed. Cleared when the watcher is started again. -EINVAL for a NULL watcher. */
 AEV_EXPORT int aev_watcher_error(const aev_watcher *w, aev_errop *op);
 
 /* ---- io --------------------------------------------------------------------------------- */
 
 /*
  * Watches fd for AEV_READ and/or AEV_WRITE. Any number of watchers may watch one fd. A fd the
- * kernel refuses (closed, or not pollable by this backend) reaches the watcher as AEV_ERROR and
- * stops it. Regular files are always ready, as poll(2) reports them.
+ * kernel refuses when the loop registers it (not open, or not pollable by this backend) reaches
+ * the watcher as AEV_ERROR and stops it. Close a fd only after stopping its watchers: epoll
+ * forgets a closed fd silently. After a fd number was closed and reused, call aev_io_set() (or
+ * init) before starting: that is what tells the loop it may be another file.
+ * Regular files are always ready, as poll(2) reports them.
  * Errors: -EINVAL (NULL w, loop or cb, fd < 0, events empty or not within READ|WRITE);
- * aev_io_set: -EBUSY while active.
+ * aev_io_set: -EBUSY while active; aev_io_start: -ENOMEM. aev_io_fd(NULL) is -EINVAL.
  */
 AEV_EXPORT int aev_io_init(aev_io *w, aev_loop *loop, aev_cb cb, int fd, unsigned events);
 AEV_EXPORT int aev_io_set(aev_io *w, int fd, unsigned events);
@@ -263,7 +274,7 @@ AEV_EXPORT unsigned aev_io_events(const aev_io *w);
  * is nonzero. Never fires early. If the loop falls behind by several repeats, the callback runs
  * once and the next expiry is the first one still in the future (no burst of catch-up calls).
  * Errors: -EINVAL (NULL w, loop or cb; after or repeat negative); aev_timer_set: -EBUSY while
- * active; aev_timer_start: -ENOMEM.
+ * active; aev_timer_start and aev_timer_again: -ENOMEM.
  */
 AEV_EXPORT int aev_timer_init(aev_timer *w, aev_loop *loop, aev_cb cb, aev_time_t after,
                               aev_time_t repeat);
@@ -283,7 +294,8 @@ AEV_EXPORT aev_time_t aev_timer_remaining(const aev_timer *w);
 
 /* Idle: runs once per iteration while no watcher of equal or higher priority is pending; while
  * any idle watcher is active the loop polls without blocking. Prepare: runs just before the loop
- * polls. Check: runs just after. Errors: -EINVAL (NULL w, loop or cb). */
+ * polls. Check: runs just after. Errors: -EINVAL (NULL w, loop or cb, or a watcher of another
+ * type); start also -ENOMEM. */
 AEV_EXPORT int aev_idle_init(aev_idle *w, aev_loop *loop, aev_cb cb);
 AEV_EXPORT int aev_idle_start(aev_idle *w);
 AEV_EXPORT int aev_idle_stop(aev_idle *w);
@@ -307,7 +319,8 @@ AEV_EXPORT int aev_async_stop(aev_async *w);
 /*
  * Thread-safe and async-signal-safe; never blocks; preserves errno. Costs a system call at most
  * once per loop iteration, and only when the loop may be sleeping. Every write the calling thread
- * made before the call is visible to the callback run for it. Errors: -EINVAL (NULL).
+ * made before the call is visible to the callback run for it. Errors: -EINVAL (NULL, or not an
+ * initialised async watcher). See docs/async.md for what is safe around stop and destroy.
  */
 AEV_EXPORT int aev_async_send(aev_async *w);
 /* True from aev_async_send() until the loop has noted the send (before the callback runs). */

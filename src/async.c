@@ -62,14 +62,14 @@ int aev_async_stop(aev_async *w)
         return -EINVAL;
     if (w->base.pending_)
         aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
-    aev__deactivate(&w->base);
-    /* A sent watcher may still be on the stack; the program may free it once stopped, so take
-     * the stack now. w, being inactive, is parked there and delivered if started again. */
-    /* Acquire: pairs with the sender's exchange, so that the stack read below sees its push
-     * once the sender has completed it (the program guarantees no send is still running). */
-    if (atomic_load_explicit(&w->sent_, memory_order_acquire))
+    if (w->base.active_)
+        aev__deactivate(&w->base);
+    /* A sent watcher may still be on the stack, even one that was never started; the program
+     * may free it once stopped, so take the stack now. w, being inactive, is parked and is
+     * delivered if started again. Acquire: pairs with the sender's exchange, so that the stack
+     * read below sees its push (the program guarantees that no send is still running). */
+    if (!(w->base.flags_ & AEV__WF_PARKED) &&
+        atomic_load_explicit(&w->sent_, memory_order_acquire))
         aev__async_collect(w->base.loop_);
     return 0;
 }

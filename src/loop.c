@@ -196,7 +196,8 @@ static void aev__poll_phase(aev_loop *loop, int mode)
     }
     aev__io_flush(loop);
     aev_time_t timeout = aev__poll_timeout(loop, mode);
-    if (timeout != 0) {
+    int may_sleep = timeout != 0;
+    if (may_sleep) {
         /* seq_cst: the loop's half of the wakeup handshake (see async.c); senders write the
          * wakeup fd only while this is set. */
         atomic_store_explicit(&loop->may_sleep, 1, memory_order_seq_cst);
@@ -204,7 +205,7 @@ static void aev__poll_phase(aev_loop *loop, int mode)
             timeout = 0;
     }
     int rc = loop->backend->poll(loop, timeout);
-    if (timeout != 0) {
+    if (may_sleep) {
         /* seq_cst: a sender whose push follows our stack exchange in the total order must see
          * 0 here and skip the write, keeping writes to one per iteration. */
         atomic_store_explicit(&loop->may_sleep, 0, memory_order_seq_cst);
