@@ -326,6 +326,30 @@ AEV_EXPORT int aev_async_send(aev_async *w);
 /* True from aev_async_send() until the loop has noted the send (before the callback runs). */
 AEV_EXPORT bool aev_async_sent(const aev_async *w);
 
+/* ---- post: run a function on the loop's thread ------------------------------------------- */
+
+/*
+ * A poster is a bounded multi-producer queue of (function, argument) pairs drained on the loop's
+ * thread, built on an async watcher: unlike a bare aev_async_send(), nothing coalesces. Every
+ * successful aev_post() runs its function exactly once, on the loop thread, in the order the
+ * posts claimed their slots (so in program order for one posting thread). Memory is fixed at
+ * creation: 24 bytes per slot, capacity rounded up to a power of two.
+ * The poster is an active, referenced watcher: it keeps aev_run() going until destroyed (or
+ * offset with aev_unref()).
+ */
+typedef struct aev_poster aev_poster;
+typedef void (*aev_post_fn)(void *arg);
+
+/* Loop thread. capacity 1..2^24. Errors: -EINVAL (NULL out or loop, capacity out of range),
+ * -ENOMEM. */
+AEV_EXPORT int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity);
+/* Any thread, and signal handlers: never blocks, never allocates, preserves errno.
+ * Errors: -EINVAL (NULL poster or fn), -EAGAIN (the queue is full: nothing was queued). */
+AEV_EXPORT int aev_post(aev_poster *p, aev_post_fn fn, void *arg);
+/* Loop thread, once no other thread can still post. Posts not yet run are dropped and their
+ * count returned (>= 0). Errors: -EINVAL (NULL), -EBUSY (called from one of its own functions). */
+AEV_EXPORT int aev_poster_destroy(aev_poster *p);
+
 #ifdef __cplusplus
 }
 #endif

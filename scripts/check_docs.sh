@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Checks that docs/api.md mentions every public function: each name declared with AEV_EXPORT in
+# include/asyncev.h must appear in backticks (`aev_name`) in docs/api.md. Exits 1 and lists the
+# missing names otherwise. Works from any directory.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+header=include/asyncev.h
+doc=docs/api.md
+
+for f in "$header" "$doc"; do
+    if [[ ! -f $f ]]; then
+        echo "docs: $f not found" >&2
+        exit 1
+    fi
+done
+
+# A declaration starts a line with AEV_EXPORT; the function name is the identifier right before
+# the first '(' (the parameter list may continue on the next lines).
+mapfile -t names < <(sed -n 's/^AEV_EXPORT[^(]*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*(.*/\1/p' \
+    "$header" | sort -u)
+
+if [[ ${#names[@]} -eq 0 ]]; then
+    echo "docs: no AEV_EXPORT function found in $header" >&2
+    exit 1
+fi
+
+missing=()
+for name in "${names[@]}"; do
+    if ! grep -qF "\`$name\`" "$doc"; then
+        missing+=("$name")
+    fi
+done
+
+total=${#names[@]}
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "docs: ${#missing[@]} of $total public functions not documented in $doc:" >&2
+    printf '  %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+echo "docs: $total of $total public functions documented"

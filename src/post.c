@@ -1,0 +1,135 @@
+/*
+ * Posters: a bounded multi-producer, single-consumer ring of (function, argument) pairs, drained
+ * on the loop thread by an async watcher. Each cell carries a sequence number that says whose
+ * turn it is (Dmitry Vyukov's bounded queue design): a producer may fill cell i when its sequence
+ * equals the claim position, the consumer may take it when it equals position + 1. Producers
+ * claim positions with a CAS, so posting is lock-free and async-signal-safe.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define AEV__POST_MAX (UINT32_C(1) << 24)
+
+typedef struct aev__cell {
+    atomic_size_t seq;
+    aev_post_fn fn;
+    void *arg;
+} aev__cell;
+
+struct aev_poster {
+    aev_async async; /* first: the callback gets &async.base */
+    aev__cell *cells;
+    size_t mask;
+    size_t head; /* next position to run; loop thread only */
+    int running; /* inside one of the posted functions */
+    /* Producers' claim position, on its own cache line so that posting threads do not keep
+     * stealing the line the loop thread reads. */
+    _Alignas(64) atomic_size_t tail;
+};
+
+/* Runs at most one ring's worth of posts, so that a function that keeps posting cannot starve
+ * the rest of the loop; if more are ready, the watcher is made pending again. */
+static void aev__poster_drain(aev_watcher *w, unsigned events)
+{
+    aev_poster *p = (aev_poster *)w;
+    (void)events;
+    for (size_t n = 0; n <= p->mask; n++) {
+        aev__cell *c = &p->cells[p->head & p->mask];
+        /* Acquire: pairs with the producer's release store, making fn and arg visible. */
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != p->head + 1)
+            return; /* empty, or the next producer has claimed but not yet filled its cell */
+        aev_post_fn fn = c->fn;
+        void *arg = c->arg;
+        /* Release: our reads of fn and arg happen before a producer reuses the cell. */
+        atomic_store_explicit(&c->seq, p->head + p->mask + 1, memory_order_release);
+        p->head++;
+        p->running = 1;
+        fn(arg);
+        p->running = 0;
+    }
+    aev__feed(w->loop_, w, AEV_ASYNC);
+}
+
+int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity)
+{
+    if (!out || !loop || capacity == 0 || capacity > AEV__POST_MAX)
+        return -EINVAL;
+    size_t size = 1;
+    while (size < capacity)
+        size *= 2;
+    aev_poster *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
+    if (!p)
+        return -ENOMEM;
+    p->cells = calloc(size, sizeof *p->cells);
+    if (!p->cells) {
+        free(p);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < size; i++)
+        atomic_init(&p->cells[i].seq, i);
+    p->mask = size - 1;
+    p->head = 0;
+    p->running = 0;
+    atomic_init(&p->tail, 0);
+    aev_async_init(&p->async, loop, aev__poster_drain);
+    aev_async_start(&p->async);
+    *out = p;
+    return 0;
+}
+
+/* Claims the next free position, or returns -EAGAIN if the ring is full. */
+static int aev__poster_claim(aev_poster *p, size_t *pos)
+{
+    /* Relaxed: the cell's sequence, read with acquire below, is what orders the claim. */
+    size_t t = atomic_load_explicit(&p->tail, memory_order_relaxed);
+    for (;;) {
+        aev__cell *c = &p->cells[t & p->mask];
+        /* Acquire: pairs with the consumer's release, so the cell is really free to fill. */
+        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        intptr_t diff = (intptr_t)(seq - t);
+        if (diff == 0) {
+            /* Relaxed: the CAS only arbitrates between producers; publication is by seq. */
+            if (atomic_compare_exchange_weak_explicit(&p->tail, &t, t + 1, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *pos = t;
+                return 0;
+            }
+        } else if (diff < 0) {
+            return -EAGAIN; /* the consumer has not freed this cell yet: full */
+        } else {
+            t = atomic_load_explicit(&p->tail, memory_order_relaxed);
+        }
+    }
+}
+
+int aev_post(aev_poster *p, aev_post_fn fn, void *arg)
+{
+    if (!p || !fn)
+        return -EINVAL;
+    size_t pos;
+    int rc = aev__poster_claim(p, &pos);
+    if (rc < 0)
+        return rc;
+    aev__cell *c = &p->cells[pos & p->mask];
+    c->fn = fn;
+    c->arg = arg;
+    /* Release: publishes fn and arg to the consumer's acquire load of seq. */
+    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+    return aev_async_send(&p->async);
+}
+
+int aev_poster_destroy(aev_poster *p)
+{
+    if (!p)
+        return -EINVAL;
+    if (p->running)
+        return -EBUSY;
+    aev_async_stop(&p->async);
+    /* Count what was posted and never run (claimed cells, filled or not). */
+    size_t left = atomic_load_explicit(&p->tail, memory_order_acquire) - p->head;
+    free(p->cells);
+    free(p);
+    return left > INT32_MAX ? INT32_MAX : (int)left;
+}
