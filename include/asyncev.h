@@ -28,8 +28,7 @@ extern "C" {
 #define AEV_VERSION_MINOR 1
 #define AEV_VERSION_PATCH 0
 /* One integer for compile-time comparisons: 0xMMmmpp. */
-#define AEV_VERSION_HEX                                                                            \
-    ((AEV_VERSION_MAJOR << 16) | (AEV_VERSION_MINOR << 8) | AEV_VERSION_PATCH)
+#define AEV_VERSION_HEX ((AEV_VERSION_MAJOR << 16) | (AEV_VERSION_MINOR << 8) | AEV_VERSION_PATCH)
 
 #if defined(AEV_BUILDING) && defined(__GNUC__)
 #define AEV_EXPORT __attribute__((visibility("default")))
@@ -42,9 +41,9 @@ extern "C" {
 typedef int64_t aev_time_t; /* nanoseconds */
 
 #define AEV_NSEC(n) ((aev_time_t)(n))
-#define AEV_USEC(n) ((aev_time_t)(n) * 1000)
-#define AEV_MSEC(n) ((aev_time_t)(n) * 1000000)
-#define AEV_SEC(n) ((aev_time_t)(n) * 1000000000)
+#define AEV_USEC(n) ((aev_time_t)(n)*1000)
+#define AEV_MSEC(n) ((aev_time_t)(n)*1000000)
+#define AEV_SEC(n) ((aev_time_t)(n)*1000000000)
 
 /* ---- events ----------------------------------------------------------------------------- */
 
@@ -74,7 +73,7 @@ enum {
     AEV_BACKEND_KQUEUE = 0x04, /* BSD/macOS kqueue(2) */
     AEV_BACKEND_MASK = 0xff,
 
-    AEV_FLAG_NOENV = 0x100,     /* ignore the AEV_BACKEND environment variable */
+    AEV_FLAG_NOENV = 0x100,      /* ignore the AEV_BACKEND environment variable */
     AEV_FLAG_PIPE_WAKEUP = 0x200 /* wake the loop through a self-pipe even where eventfd exists */
 };
 

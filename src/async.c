@@ -68,8 +68,7 @@ int aev_async_stop(aev_async *w)
      * may free it once stopped, so take the stack now. w, being inactive, is parked and is
      * delivered if started again. Acquire: pairs with the sender's exchange, so that the stack
      * read below sees its push (the program guarantees that no send is still running). */
-    if (!(w->base.flags_ & AEV__WF_PARKED) &&
-        atomic_load_explicit(&w->sent_, memory_order_acquire))
+    if (!(w->base.flags_ & AEV__WF_PARKED) && atomic_load_explicit(&w->sent_, memory_order_acquire))
         aev__async_collect(w->base.loop_);
     return 0;
 }
@@ -127,8 +126,8 @@ void aev__async_collect(aev_loop *loop)
     if (!atomic_load_explicit(&loop->sent_list, memory_order_relaxed))
         return;
     /* Acquire: pairs with the pushers' CAS so that their next_ stores are visible. */
-    aev_async *w = aev__reverse(atomic_exchange_explicit(&loop->sent_list, NULL,
-                                                         memory_order_acquire));
+    aev_async *w =
+        aev__reverse(atomic_exchange_explicit(&loop->sent_list, NULL, memory_order_acquire));
     while (w) {
         /* Read the link before clearing sent_: from then on a sender may push w again. */
         aev_async *next = atomic_load_explicit(&w->next_, memory_order_relaxed);

@@ -34,7 +34,7 @@
 #define EPOLL_EVENTS_MIN 64
 #define EPOLL_EVENTS_MAX 4096
 
-#define NSEC_PER_SEC  INT64_C(1000000000)
+#define NSEC_PER_SEC INT64_C(1000000000)
 #define NSEC_PER_MSEC INT64_C(1000000)
 
 typedef struct epoll_state {

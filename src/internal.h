@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 #define AEV__NPRI (AEV_MAXPRI - AEV_MINPRI + 1)
-#define AEV__PRI_INDEX(pri) ((pri) - AEV_MINPRI)
+#define AEV__PRI_INDEX(pri) ((pri)-AEV_MINPRI)
 
-#define aev__container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define aev__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Watcher types, stored in aev_watcher.type_; 0 means "never initialised". */
 enum {
@@ -62,11 +62,11 @@ enum {
 
 /* Per-fd bookkeeping of the io layer, indexed by fd. */
 typedef struct aev__fd {
-    aev_io *head;    /* watchers of this fd */
-    uint32_t gen;    /* bumped on each fresh registration; stale kernel events carry an old one */
-    uint8_t kernel;  /* events handed to the backend */
-    uint8_t flags;   /* AEV__FD_* */
-    uint8_t stale;   /* consecutive unwanted events seen; too many forces a backend rebuild */
+    aev_io *head;   /* watchers of this fd */
+    uint32_t gen;   /* bumped on each fresh registration; stale kernel events carry an old one */
+    uint8_t kernel; /* events handed to the backend */
+    uint8_t flags;  /* AEV__FD_* */
+    uint8_t stale;  /* consecutive unwanted events seen; too many forces a backend rebuild */
 } aev__fd;
 
 /* Timer heap node; the deadline is cached here to keep the sift loops in one cache line. */
@@ -90,7 +90,7 @@ struct aev_loop {
     uint64_t iteration;
     unsigned depth;
     int break_how;
-    int refs; /* active watchers plus aev_ref() minus aev_unref() */
+    int refs;  /* active watchers plus aev_ref() minus aev_unref() */
     int fatal; /* negative errno once the backend failed for good */
 
     aev__pendq pending[AEV__NPRI];

@@ -186,7 +186,7 @@ static void aev__fd_sync(aev_loop *loop, int fd)
     aev__fd *e = &loop->fds[fd];
     unsigned wanted = aev__fd_wanted(e);
     int fresh = e->flags & AEV__FD_FRESH;
-    e->flags &= (uint8_t)~(AEV__FD_CHANGED | AEV__FD_FRESH);
+    e->flags &= (uint8_t) ~(AEV__FD_CHANGED | AEV__FD_FRESH);
     if (e->flags & AEV__FD_ALWAYS_READY) {
         /* Keep emulating readiness unless the fd is gone or may now be another file. */
         if (wanted && !fresh)

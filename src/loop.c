@@ -46,8 +46,8 @@ static int aev__backend_from_env(void)
     static const struct {
         const char *name;
         unsigned id;
-    } names[] = {{"epoll", AEV_BACKEND_EPOLL}, {"poll", AEV_BACKEND_POLL},
-                 {"kqueue", AEV_BACKEND_KQUEUE}};
+    } names[] = {
+        {"epoll", AEV_BACKEND_EPOLL}, {"poll", AEV_BACKEND_POLL}, {"kqueue", AEV_BACKEND_KQUEUE}};
     const char *env = getenv("AEV_BACKEND");
     if (!env || !*env)
         return 0;
@@ -75,9 +75,8 @@ static int aev__pick_backend(unsigned flags, const aev__backend **out)
     *out = id == AEV_BACKEND_AUTO ? aev__backends[0] : aev__backend_find(id);
     if (*out)
         return 0;
-    return (id & ~(unsigned)(AEV_BACKEND_EPOLL | AEV_BACKEND_POLL | AEV_BACKEND_KQUEUE))
-               ? -EINVAL
-               : -ENOSYS;
+    return (id & ~(unsigned)(AEV_BACKEND_EPOLL | AEV_BACKEND_POLL | AEV_BACKEND_KQUEUE)) ? -EINVAL
+                                                                                         : -ENOSYS;
 }
 
 int aev_loop_new(aev_loop **out, unsigned flags)
