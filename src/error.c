@@ -31,7 +31,8 @@ static const struct {
 
 const char *aev_strerror(int err)
 {
-    int code = err < 0 ? -err : err;
+    /* In long long: -INT_MIN does not fit in an int. */
+    long long code = err < 0 ? -(long long)err : err;
     for (size_t i = 0; i < sizeof aev__errors / sizeof aev__errors[0]; i++) {
         if (aev__errors[i].code == code)
             return aev__errors[i].text;
