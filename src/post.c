@@ -1,9 +1,11 @@
 /*
  * Posters: a bounded multi-producer, single-consumer ring of (function, argument) pairs, drained
  * on the loop thread by an async watcher. Each cell carries a sequence number that says whose
- * turn it is (Dmitry Vyukov's bounded queue design): a producer may fill cell i when its sequence
- * equals the claim position, the consumer may take it when it equals position + 1. Producers
- * claim positions with a CAS, so posting is lock-free and async-signal-safe.
+ * turn it is (after Dmitry Vyukov's bounded queue): the cell for position t is free to fill when
+ * its sequence is 2t and filled when it is 2t + 1; the consumer frees it for the next lap by
+ * storing 2(t + size). Doubling keeps "filled for t" and "free for t + 1" apart even in a ring
+ * of one cell. Producers claim positions with a CAS, so posting is lock-free and
+ * async-signal-safe.
  */
 #include "internal.h"
 
@@ -23,14 +25,15 @@ struct aev_poster {
     aev__cell *cells;
     size_t mask;
     size_t head; /* next position to run; loop thread only */
-    int running; /* inside one of the posted functions */
+    int running; /* posted functions on the stack (nested aev_run can drain again) */
     /* Producers' claim position, on its own cache line so that posting threads do not keep
      * stealing the line the loop thread reads. */
     _Alignas(64) atomic_size_t tail;
 };
 
 /* Runs at most one ring's worth of posts, so that a function that keeps posting cannot starve
- * the rest of the loop; if more are ready, the watcher is made pending again. */
+ * the rest of the loop; if more may be ready, the watcher is sent again, which defers them to
+ * the next iteration (a send from the loop thread makes no system call). */
 static void aev__poster_drain(aev_watcher *w, unsigned events)
 {
     aev_poster *p = (aev_poster *)w;
@@ -38,18 +41,18 @@ static void aev__poster_drain(aev_watcher *w, unsigned events)
     for (size_t n = 0; n <= p->mask; n++) {
         aev__cell *c = &p->cells[p->head & p->mask];
         /* Acquire: pairs with the producer's release store, making fn and arg visible. */
-        if (atomic_load_explicit(&c->seq, memory_order_acquire) != p->head + 1)
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != 2 * p->head + 1)
             return; /* empty, or the next producer has claimed but not yet filled its cell */
         aev_post_fn fn = c->fn;
         void *arg = c->arg;
         /* Release: our reads of fn and arg happen before a producer reuses the cell. */
-        atomic_store_explicit(&c->seq, p->head + p->mask + 1, memory_order_release);
+        atomic_store_explicit(&c->seq, 2 * (p->head + p->mask + 1), memory_order_release);
         p->head++;
-        p->running = 1;
+        p->running++;
         fn(arg);
-        p->running = 0;
+        p->running--;
     }
-    aev__feed(w->loop_, w, AEV_ASYNC);
+    aev_async_send(&p->async);
 }
 
 int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity)
@@ -68,7 +71,7 @@ int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity)
         return -ENOMEM;
     }
     for (size_t i = 0; i < size; i++)
-        atomic_init(&p->cells[i].seq, i);
+        atomic_init(&p->cells[i].seq, 2 * i);
     p->mask = size - 1;
     p->head = 0;
     p->running = 0;
@@ -88,7 +91,7 @@ static int aev__poster_claim(aev_poster *p, size_t *pos)
         aev__cell *c = &p->cells[t & p->mask];
         /* Acquire: pairs with the consumer's release, so the cell is really free to fill. */
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t diff = (intptr_t)(seq - t);
+        intptr_t diff = (intptr_t)(seq - 2 * t);
         if (diff == 0) {
             /* Relaxed: the CAS only arbitrates between producers; publication is by seq. */
             if (atomic_compare_exchange_weak_explicit(&p->tail, &t, t + 1, memory_order_relaxed,
@@ -116,7 +119,7 @@ int aev_post(aev_poster *p, aev_post_fn fn, void *arg)
     c->fn = fn;
     c->arg = arg;
     /* Release: publishes fn and arg to the consumer's acquire load of seq. */
-    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+    atomic_store_explicit(&c->seq, 2 * pos + 1, memory_order_release);
     return aev_async_send(&p->async);
 }
 
