@@ -11,8 +11,10 @@
 
 #include "testutil.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -84,13 +86,13 @@ static void sleep_ms(long ms)
 /* What a callback saw; attached to the watcher through its data pointer. */
 typedef struct rec {
     int calls;
-    unsigned events;         /* events of the last call */
-    uint64_t iteration;      /* aev_iteration() during the last call */
-    unsigned depth;          /* aev_depth() during the last call */
-    bool sent_in_cb;         /* aev_async_sent() on entry of the last call */
-    int resend;              /* sends to make from inside the callback (then decremented) */
-    int stop_self;           /* stop the watcher in the callback */
-    aev_watcher *also_stop;  /* another watcher to stop in the callback (a guard timer) */
+    unsigned events;        /* events of the last call */
+    uint64_t iteration;     /* aev_iteration() during the last call */
+    unsigned depth;         /* aev_depth() during the last call */
+    bool sent_in_cb;        /* aev_async_sent() on entry of the last call */
+    int resend;             /* sends to make from inside the callback (then decremented) */
+    int stop_self;          /* stop the watcher in the callback */
+    aev_watcher *also_stop; /* another watcher to stop in the callback (a guard timer) */
 } rec;
 
 static void rec_cb(aev_watcher *w, unsigned events)
@@ -288,6 +290,87 @@ static void test_coalesce_1000_sends_from_thread(void **state)
     assert_int_equal(aev_async_stop(&a), 0);
 }
 
+/* Bitmap of the pipe fds open in this process (fds below 1024). */
+static void pipe_fds(unsigned char map[1024])
+{
+    memset(map, 0, 1024);
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int fd = atoi(de->d_name);
+        char path[64], target[64];
+        if (de->d_name[0] == '.' || fd >= 1024)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        if (n > 0 && strncmp(target, "pipe:", 5) == 0)
+            map[fd] = 1;
+    }
+    closedir(d);
+}
+
+/* A full self-pipe never blocks a send: both ends are non-blocking, and a loop whose wakeup
+ * pipe was filled to the brim still wakes for a send from another thread and drains it all. */
+static void test_full_wakeup_pipe_never_blocks(void **state)
+{
+    (void)state;
+    unsigned char before[1024], after[1024];
+    pipe_fds(before);
+    aev_loop *loop = NULL;
+    assert_int_equal(aev_loop_new(&loop, AEV_FLAG_PIPE_WAKEUP), 0);
+    pipe_fds(after);
+    int rfd = -1, wfd = -1;
+    for (int fd = 0; fd < 1024; fd++) {
+        if (!after[fd] || before[fd])
+            continue;
+        int fl = fcntl(fd, F_GETFL);
+        assert_true(fl >= 0);
+        assert_true(fl & O_NONBLOCK); /* a blocking end could stall a sender or the loop */
+        if ((fl & O_ACCMODE) == O_WRONLY)
+            wfd = fd;
+        else
+            rfd = fd;
+    }
+    assert_true(rfd >= 0 && wfd >= 0);
+
+    /* Fill the pipe the way a storm of wakeups that the loop never drained would. */
+    char junk[4096] = {0};
+    size_t filled = 0;
+    for (;;) {
+        ssize_t n = write(wfd, junk, sizeof junk);
+        if (n < 0) {
+            assert_int_equal(errno, EAGAIN);
+            break;
+        }
+        filled += (size_t)n;
+    }
+    assert_true(filled > 0);
+
+    aev_async a;
+    rec r;
+    aev_timer guard;
+    start_async(&a, loop, &r);
+    r.stop_self = 1;
+    r.also_stop = &guard.base;
+    start_guard(&guard, loop, AEV_SEC(5), &a.base);
+    delayed_send d = {.a = &a, .delay_ms = 50};
+    pthread_t th;
+    int64_t t0 = mono_ns();
+    assert_int_equal(pthread_create(&th, NULL, delayed_send_thread, &d), 0);
+    assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&d.rc), 0);
+    assert_int_equal(guard_fired, 0);
+    assert_int_equal(r.calls, 1);
+    assert_true(mono_ns() - t0 < AEV_SEC(4));
+    /* The loop drained every byte, its own and ours. */
+    char c;
+    assert_int_equal(read(rfd, &c, 1), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(aev_loop_destroy(loop), 0);
+}
+
 /* "returns immediately": sends never block, even when nobody drains the wakeup fd for a long
  * time (the loop is not running at all). */
 static void test_send_never_blocks_without_loop(void **state)
@@ -332,7 +415,7 @@ static void test_sent_flag_lifecycle(void **state)
     r.resend = 1; /* the first callback sends again */
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
     assert_int_equal(r.calls, 1);
-    assert_false(r.sent_in_cb); /* noted before the callback */
+    assert_false(r.sent_in_cb);      /* noted before the callback */
     assert_true(aev_async_sent(&a)); /* the send from inside the callback */
     uint64_t first = r.iteration;
 
@@ -1035,7 +1118,7 @@ typedef struct budget {
     atomic_int done;     /* helper: all sends made (release) */
     atomic_ulong writes; /* helper's write(2) count */
     atomic_int failures;
-    int calls;           /* loop thread only */
+    int calls; /* loop thread only */
     long delay_ms;
     int n;
 } budget;
@@ -1106,8 +1189,8 @@ static void test_thread_sends_write_at_most_once_per_iteration(void **state)
 typedef struct busy {
     aev_async a, b;
     aev_timer guard;
-    atomic_int go;        /* loop -> helper: start sending */
-    atomic_int sent_all;  /* helper -> loop: done */
+    atomic_int go;       /* loop -> helper: start sending */
+    atomic_int sent_all; /* helper -> loop: done */
     atomic_ulong writes;
     int b_calls;
     bool helper_finished_in_cb;
@@ -1400,6 +1483,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_coalesce_1000_sends, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_coalesce_1000_sends_from_thread, aevt_setup,
                                         aevt_teardown),
+        cmocka_unit_test(test_full_wakeup_pipe_never_blocks),
         cmocka_unit_test_setup_teardown(test_send_never_blocks_without_loop, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test_setup_teardown(test_sent_flag_lifecycle, aevt_setup, aevt_teardown),
@@ -1423,8 +1507,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nested_run_in_callback, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_send_from_prepare_does_not_sleep, aevt_setup,
                                         aevt_teardown),
-        cmocka_unit_test_setup_teardown(test_send_from_signal_handler_preserves_errno,
-                                        aevt_setup, aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_send_from_signal_handler_preserves_errno, aevt_setup,
+                                        aevt_teardown),
         cmocka_unit_test_setup_teardown(test_signal_handler_send_wakes_blocked_loop, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test_setup_teardown(test_loop_thread_sends_never_write, aevt_setup,
