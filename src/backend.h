@@ -16,6 +16,11 @@ struct aev_loop;
  * file under epoll). The io layer then reports it ready on every iteration, as poll(2) would. */
 #define AEV__ALWAYS_READY 1
 
+/* In the events handed to modify(): the caller wants edge-triggered notification (one event
+ * per change of state) and will not reset the fd's readiness itself. Used only where the
+ * backend's `edge` member says it is honoured; others must ignore the bit. */
+#define AEV__EDGE 0x80
+
 /* For aev__io_ready() from backends that cannot attach a generation to a registration. */
 #define AEV__GEN_ANY UINT32_MAX
 
@@ -42,14 +47,20 @@ typedef struct aev__backend {
      * with AEV_READ/AEV_WRITE, or with AEV_ERROR (and AEV__GEN_ANY) when the kernel says the fd
      * is not open (POLLNVAL): its watchers then fail with -EBADF. Error and hang-up conditions
      * are reported as AEV_READ|AEV_WRITE, so that readers and writers both find out.
+     * A backend that learns only now that a registration made by an earlier modify() was
+     * refused (kqueue's EV_ERROR entries) calls aev__io_error(loop, fd, -errno): the watchers of
+     * that fd then fail as if modify() had returned the error.
      * Returns 0 (also on EINTR) or a negative errno when polling failed for good. */
     int (*poll)(struct aev_loop *loop, int64_t timeout);
     /* After fork(): recreates the kernel object in the child. The io layer then re-adds every
      * watched fd through modify() with old_ev = 0. Returns 0 or a negative errno. */
     int (*reinit)(struct aev_loop *loop);
+    /* Nonzero if modify() honours AEV__EDGE. */
+    int edge;
 } aev__backend;
 
 extern const aev__backend aev__backend_epoll;
 extern const aev__backend aev__backend_poll;
+extern const aev__backend aev__backend_kqueue;
 
 #endif /* AEV_BACKEND_H */

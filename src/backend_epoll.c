@@ -86,7 +86,8 @@ static void epoll_destroy(aev_loop *loop)
 static int epoll_ctl_once(int epfd, int op, int fd, unsigned ev, uint32_t gen)
 {
     struct epoll_event e = {0};
-    e.events = ((ev & AEV_READ) ? EPOLLIN : 0u) | ((ev & AEV_WRITE) ? EPOLLOUT : 0u);
+    e.events = ((ev & AEV_READ) ? EPOLLIN : 0u) | ((ev & AEV_WRITE) ? EPOLLOUT : 0u) |
+               ((ev & AEV__EDGE) ? (uint32_t)EPOLLET : 0u);
     e.data.u64 = (uint64_t)gen << 32 | (uint32_t)fd;
     return epoll_ctl(epfd, op, fd, &e) == 0 ? 0 : errno;
 }
@@ -226,7 +227,7 @@ static int epoll_reinit(aev_loop *loop)
 }
 
 const aev__backend aev__backend_epoll = {
-    AEV_BACKEND_EPOLL, "epoll", epoll_init, epoll_destroy, epoll_modify, epoll_poll, epoll_reinit,
+    AEV_BACKEND_EPOLL, "epoll", epoll_init, epoll_destroy, epoll_modify, epoll_poll, epoll_reinit, 1,
 };
 
 #endif /* AEV_HAVE_EPOLL */

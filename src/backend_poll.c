@@ -227,5 +227,5 @@ static int poll_reinit(aev_loop *loop)
 }
 
 const aev__backend aev__backend_poll = {
-    AEV_BACKEND_POLL, "poll", poll_init, poll_destroy, poll_modify, poll_poll, poll_reinit,
+    AEV_BACKEND_POLL, "poll", poll_init, poll_destroy, poll_modify, poll_poll, poll_reinit, 0,
 };

@@ -78,13 +78,25 @@ static void aev__wakeup_close(aev_loop *loop)
     loop->wake_rfd = loop->wake_wfd = -1;
 }
 
+/* Edge-triggered eventfd: every write is a new edge, so the fd never needs draining and a
+ * wakeup costs the loop no read(2). The counter cannot overflow in practice: at most one write
+ * per iteration, and it holds 2^64 - 2. */
+static void aev__wakeup_edge(aev_watcher *w, unsigned events)
+{
+    (void)w;
+    (void)events;
+}
+
 int aev__wakeup_init(aev_loop *loop)
 {
     int rc = aev__wakeup_open(loop);
     if (rc < 0)
         return rc;
     aev_io *w = &loop->wake_io;
-    aev_io_init(w, loop, aev__wakeup_drain, loop->wake_rfd, AEV_READ);
+    int edge = loop->wake_rfd == loop->wake_wfd && loop->backend->edge;
+    aev_io_init(w, loop, edge ? aev__wakeup_edge : aev__wakeup_drain, loop->wake_rfd, AEV_READ);
+    if (edge)
+        w->events_ |= AEV__EDGE;
     w->base.priority_ = AEV_MAXPRI;
     w->base.flags_ |= AEV__WF_INTERNAL;
     rc = aev_io_start(w);

@@ -67,6 +67,25 @@ ssize_t write(int fd, const void *buf, size_t n)
     return rc;
 }
 
+/* read(2) is interposed the same way, to count the loop thread's drains of its wakeup fd. */
+typedef ssize_t (*aevt_read_fn)(int fd, void *buf, size_t n);
+static _Atomic(aevt_read_fn) real_read;
+static _Thread_local unsigned long tl_reads;
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+    tl_reads++;
+    aevt_read_fn fn = atomic_load_explicit(&real_read, memory_order_acquire);
+    if (!fn && !tl_resolving) {
+        tl_resolving = 1;
+        fn = (aevt_read_fn)dlsym(RTLD_NEXT, "read");
+        tl_resolving = 0;
+        if (fn)
+            atomic_store_explicit(&real_read, fn, memory_order_release);
+    }
+    return fn ? fn(fd, buf, n) : syscall(SYS_read, fd, buf, n);
+}
+
 /* ---- helpers ------------------------------------------------------------------------------- */
 
 static int64_t mono_ns(void)
@@ -1031,6 +1050,36 @@ static void test_signal_handler_send_wakes_blocked_loop(void **state)
     assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
 }
 
+/* With epoll and an eventfd, the wakeup fd is edge-triggered and never drained: a cross-thread
+ * wakeup costs the loop no read(2). Level-triggered paths (self-pipe, poll) must drain it. */
+static void test_wakeup_read_cost(void **state)
+{
+    aev_loop *loop = *state;
+    aev_async a;
+    rec r;
+    aev_timer guard;
+    start_async(&a, loop, &r);
+    r.stop_self = 1;
+    start_guard(&guard, loop, AEV_SEC(5), &a.base);
+    r.also_stop = &guard.base;
+    delayed_send d = {.a = &a, .delay_ms = 50};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, delayed_send_thread, &d), 0);
+    unsigned long r0 = tl_reads;
+    assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
+    unsigned long reads = tl_reads - r0;
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&d.rc), 0);
+    assert_int_equal(guard_fired, 0);
+    assert_int_equal(r.calls, 1);
+    int edge = aev_backend(loop) == AEV_BACKEND_EPOLL && !(aevt_flags() & AEV_FLAG_PIPE_WAKEUP);
+    if (edge && reads != 0)
+        fail_msg("%lu read(2) calls on the loop thread for an edge-triggered eventfd wakeup",
+                 reads);
+    if (!edge && reads == 0)
+        fail_msg("a level-triggered wakeup fd was never drained");
+}
+
 /* ---- system-call budget -------------------------------------------------------------------- */
 
 typedef struct inner_sends {
@@ -1484,6 +1533,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_coalesce_1000_sends_from_thread, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test(test_full_wakeup_pipe_never_blocks),
+        cmocka_unit_test_setup_teardown(test_wakeup_read_cost, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_send_never_blocks_without_loop, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test_setup_teardown(test_sent_flag_lifecycle, aevt_setup, aevt_teardown),
