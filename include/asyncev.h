@@ -48,15 +48,20 @@ typedef int64_t aev_time_t; /* nanoseconds */
 /* ---- events ----------------------------------------------------------------------------- */
 
 enum {
-    AEV_READ = 0x01,     /* io: fd readable (or hung up / at EOF) */
-    AEV_WRITE = 0x02,    /* io: fd writable */
-    AEV_TIMER = 0x04,    /* timer expired */
-    AEV_ASYNC = 0x08,    /* async watcher was sent to */
-    AEV_IDLE = 0x10,     /* nothing of equal or higher priority was pending */
-    AEV_PREPARE = 0x20,  /* the loop is about to poll */
-    AEV_CHECK = 0x40,    /* the loop has just polled */
-    AEV_CUSTOM = 0x4000, /* free for aev_feed_event() by the program */
-    AEV_ERROR = 0x8000   /* the watcher failed and was stopped; see aev_watcher_error() */
+    AEV_READ = 0x01,      /* io: fd readable (or hung up / at EOF) */
+    AEV_WRITE = 0x02,     /* io: fd writable */
+    AEV_TIMER = 0x04,     /* timer expired */
+    AEV_ASYNC = 0x08,     /* async watcher was sent to */
+    AEV_IDLE = 0x10,      /* nothing of equal or higher priority was pending */
+    AEV_PREPARE = 0x20,   /* the loop is about to poll */
+    AEV_CHECK = 0x40,     /* the loop has just polled */
+    AEV_SIGNAL = 0x80,    /* a watched signal was delivered to the process */
+    AEV_CHILD = 0x100,    /* a watched child process changed state */
+    AEV_PERIODIC = 0x200, /* a periodic watcher's wall-clock time was reached */
+    AEV_FORK = 0x400,     /* the process forked; runs in the child */
+    AEV_CLEANUP = 0x800,  /* the loop is being destroyed */
+    AEV_CUSTOM = 0x4000,  /* free for aev_feed_event() by the program */
+    AEV_ERROR = 0x8000    /* the watcher failed and was stopped; see aev_watcher_error() */
 };
 
 /* ---- priorities ------------------------------------------------------------------------- */
@@ -179,13 +184,14 @@ AEV_EXPORT aev_time_t aev_time(void);
  */
 AEV_EXPORT int aev_loop_new(aev_loop **out, unsigned flags);
 /*
- * Frees the loop and its kernel objects. Watchers are the program's memory: they are left
- * untouched and become unusable. Errors: -EINVAL (NULL), -EBUSY (called from inside aev_run()
- * of this loop; nothing is freed).
+ * Runs the cleanup watchers, then frees the loop and its kernel objects. Watchers are the
+ * program's memory: they are left untouched and become unusable. Errors: -EINVAL (NULL), -EBUSY
+ * (called from inside aev_run() of this loop, or from a cleanup callback; nothing is freed).
  */
 AEV_EXPORT int aev_loop_destroy(aev_loop *loop);
 /* Runs the loop; see AEV_RUN_*. Returns 1 if active referenced watchers remain, 0 if none,
- * -EINVAL for a NULL loop or bad mode, or a negative errno if the backend failed for good. */
+ * -EINVAL for a NULL loop or bad mode, -EBUSY while suspended (aev_suspend), or a negative
+ * errno if the backend failed for good. */
 AEV_EXPORT int aev_run(aev_loop *loop, int mode);
 /* Requests aev_run() to return; see AEV_BREAK_*. Takes effect when the current iteration's
  * callbacks have run. Errors: -EINVAL (NULL loop, unknown how). */
@@ -324,6 +330,159 @@ AEV_EXPORT int aev_async_stop(aev_async *w);
 AEV_EXPORT int aev_async_send(aev_async *w);
 /* True from aev_async_send() until the loop has noted the send (before the callback runs). */
 AEV_EXPORT bool aev_async_sent(const aev_async *w);
+
+/* ---- signal ------------------------------------------------------------------------------ */
+
+/*
+ * Watches a signal for the process. Any number of watchers per signal, in any number of loops
+ * and threads: each loop's watchers are invoked in that loop's thread, never in the handler.
+ * Signals arriving in a burst before the loop notices are coalesced into one AEV_SIGNAL
+ * callback; none is lost. While at least one watcher (in any loop) is active for a signal, the
+ * library's handler is installed for it (sigaction); when the last one stops, the previous
+ * disposition is restored. Signal masks are never changed: a signal blocked in every thread is
+ * not delivered. The handler preserves errno. Up to 32 loops may watch one signal at a time.
+ * Destroying a loop gives up its signals; its still-active signal watchers are never called.
+ */
+typedef struct aev_signal {
+    aev_watcher base;
+    /* private: */
+    struct aev_signal *next_; /* other watchers of the same signal in this loop */
+    int signum_;
+} aev_signal;
+
+/* Errors: -EINVAL (NULL w, loop or cb; signum not a valid catchable signal, e.g. 0, SIGKILL,
+ * SIGSTOP, >= NSIG); aev_signal_set: -EBUSY while active; start: -ENOMEM, -ENOSPC (too many
+ * loops watch this signal), and errors of sigaction(). aev_signal_signum(NULL) is -EINVAL. */
+AEV_EXPORT int aev_signal_init(aev_signal *w, aev_loop *loop, aev_cb cb, int signum);
+AEV_EXPORT int aev_signal_set(aev_signal *w, int signum);
+AEV_EXPORT int aev_signal_start(aev_signal *w);
+AEV_EXPORT int aev_signal_stop(aev_signal *w);
+AEV_EXPORT int aev_signal_signum(const aev_signal *w);
+
+/* ---- child ------------------------------------------------------------------------------- */
+
+/*
+ * Watches a child process (pid > 0) or any child (pid 0) for termination, and with trace also
+ * for stop/continue. The exit status is read from the watcher in the callback. Only watched
+ * pids are reaped (through a pidfd on Linux); a pid-0 watcher reaps any child. A child that
+ * exited before the watcher started is still reported. On termination the pid's watchers are
+ * stopped before their callback (a dead pid cannot report again); pid-0 watchers stay active.
+ * If someone else reaps a watched child, its watchers get AEV_ERROR with -ECHILD. Watch a pid
+ * from one loop only.
+ */
+typedef struct aev_child {
+    aev_watcher base;
+    /* private: */
+    struct aev_child *next_;
+    int pid_;
+    int trace_;
+    int rpid_;
+    int rstatus_;
+    int fd_; /* pidfd, or -1 */
+} aev_child;
+
+/* Errors: -EINVAL (NULL w, loop or cb; pid < 0); aev_child_set: -EBUSY while active; start:
+ * -ENOMEM, and kernel errors (-ESRCH: no such process; -ECHILD: not a child of this process). */
+AEV_EXPORT int aev_child_init(aev_child *w, aev_loop *loop, aev_cb cb, int pid, int trace);
+AEV_EXPORT int aev_child_set(aev_child *w, int pid, int trace);
+AEV_EXPORT int aev_child_start(aev_child *w);
+AEV_EXPORT int aev_child_stop(aev_child *w);
+/* The pid that changed state and its status as waitpid(2) reports it (WIFEXITED, ...); both 0
+ * until the first event after a start. aev_child_rpid(NULL) is -EINVAL, rstatus(NULL) 0. */
+AEV_EXPORT int aev_child_rpid(const aev_child *w);
+AEV_EXPORT int aev_child_rstatus(const aev_child *w);
+
+/* ---- periodic ---------------------------------------------------------------------------- */
+
+typedef struct aev_periodic aev_periodic;
+/* Returns the next wall-clock time (ns since the epoch) strictly after `now`. Called at start,
+ * again, each firing and each wall-clock jump; it must not start or stop periodic watchers. */
+typedef aev_time_t (*aev_reschedule_cb)(aev_periodic *w, aev_time_t now);
+
+/*
+ * Fires at wall-clock times (CLOCK_REALTIME, ns since the epoch): with interval 0, once at
+ * `offset`; with interval > 0, at offset + k * interval (the next one after now); with a
+ * reschedule callback, at the times it returns. Never fires early by the wall clock. After a
+ * firing, an interval watcher moves to the first slot after now (missed ones are coalesced); a
+ * one-shot is stopped before its callback runs. When the wall clock jumps (a step of more than
+ * 1 ms against the monotonic clock), interval watchers move to their first slot after the new
+ * time, reschedule callbacks are asked again, and one-shots keep their absolute time (so they
+ * fire at once if the clock jumped past it). While periodics are active the loop sleeps at most
+ * 1 s at a time, so a jump is noticed within a second. See docs/api.md.
+ */
+struct aev_periodic {
+    aev_watcher base;
+    /* private: */
+    aev_time_t at_;
+    aev_time_t offset_;
+    aev_time_t interval_;
+    aev_reschedule_cb reschedule_;
+};
+
+/* Errors: -EINVAL (NULL w, loop or cb; interval < 0; offset < 0 with interval 0 is allowed
+ * (fires at once)); aev_periodic_set: -EBUSY while active; start: -ENOMEM. start and again:
+ * -EINVAL if the reschedule callback returns a time not after now (the watcher is then left
+ * stopped); at a firing or a jump such a callback stops the watcher and its callback gets
+ * AEV_ERROR (with AEV_PERIODIC at a firing), aev_watcher_error() -EINVAL. */
+AEV_EXPORT int aev_periodic_init(aev_periodic *w, aev_loop *loop, aev_cb cb, aev_time_t offset,
+                                 aev_time_t interval, aev_reschedule_cb reschedule);
+AEV_EXPORT int aev_periodic_set(aev_periodic *w, aev_time_t offset, aev_time_t interval,
+                                aev_reschedule_cb reschedule);
+AEV_EXPORT int aev_periodic_start(aev_periodic *w);
+AEV_EXPORT int aev_periodic_stop(aev_periodic *w);
+/* Recomputes the next time from now (after changing the reschedule logic); keeps a pending
+ * event. Starts the watcher if inactive. */
+AEV_EXPORT int aev_periodic_again(aev_periodic *w);
+/* The next wall-clock time it fires at (0 if inactive). */
+AEV_EXPORT aev_time_t aev_periodic_at(const aev_periodic *w);
+/* The wall clock now, ns since the epoch (CLOCK_REALTIME). */
+AEV_EXPORT aev_time_t aev_wall_time(void);
+
+/* ---- fork, cleanup ----------------------------------------------------------------------- */
+
+/*
+ * Fork watchers run (AEV_FORK) in the child at the start of the loop's first iteration after
+ * fork(), after the loop rebuilt its kernel state. Cleanup watchers run (AEV_CLEANUP) when the
+ * loop is destroyed, before anything is freed; they do not keep aev_run() going. Both hold no
+ * reference on the loop. Errors: -EINVAL (NULL w, loop or cb, or a watcher of another type);
+ * start also -ENOMEM.
+ */
+typedef struct aev_fork {
+    aev_watcher base;
+} aev_fork;
+
+typedef struct aev_cleanup {
+    aev_watcher base;
+} aev_cleanup;
+
+AEV_EXPORT int aev_fork_init(aev_fork *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_fork_start(aev_fork *w);
+AEV_EXPORT int aev_fork_stop(aev_fork *w);
+AEV_EXPORT int aev_cleanup_init(aev_cleanup *w, aev_loop *loop, aev_cb cb);
+AEV_EXPORT int aev_cleanup_start(aev_cleanup *w);
+AEV_EXPORT int aev_cleanup_stop(aev_cleanup *w);
+
+/* ---- loop suspend/resume and the invoke hook --------------------------------------------- */
+
+/*
+ * aev_suspend() / aev_resume(): for a process that stops running its loop for a while (e.g.
+ * across a system suspend or while a host runtime takes over): time spent suspended does not
+ * count for timers — each timer's remaining time at suspend is what it has left at resume.
+ * Periodic watchers are rescheduled from the wall clock at resume. Calls nest (the last resume
+ * counts); while suspended, aev_run() returns -EBUSY. NULL is ignored.
+ */
+AEV_EXPORT void aev_suspend(aev_loop *loop);
+AEV_EXPORT void aev_resume(aev_loop *loop);
+
+/*
+ * Replaces the step that invokes pending callbacks (for integration with another runtime that
+ * wants to run them itself, e.g. on its own scheduler): the loop calls hook(loop) instead, and
+ * the hook calls aev_invoke_pending(loop) when it wants them run. NULL restores the default.
+ */
+typedef void (*aev_invoke_hook)(aev_loop *loop);
+AEV_EXPORT void aev_set_invoke_hook(aev_loop *loop, aev_invoke_hook hook);
+/* Invokes all pending callbacks, by priority (what the loop does after each poll). */
+AEV_EXPORT void aev_invoke_pending(aev_loop *loop);
 
 /* ---- post: run a function on the loop's thread ------------------------------------------- */
 

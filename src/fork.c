@@ -1,9 +1,12 @@
 /*
- * Fork detection without a system call per iteration: a pthread_atfork() child handler bumps a
- * process-wide generation, and each loop compares it with the generation it was built in.
+ * Fork detection and fork watchers. Detection needs no system call per iteration: a
+ * pthread_atfork() child handler bumps a process-wide generation, and each loop compares it with
+ * the generation it was built in. Fork watchers run in the child once the loop has rebuilt its
+ * kernel state.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 
 static atomic_uint aev__fork_gen;
@@ -28,4 +31,35 @@ unsigned aev__fork_generation(void)
     pthread_once(&aev__fork_once, aev__register_atfork);
     /* Relaxed: see aev__on_fork_child; only the thread that forked can observe a change. */
     return atomic_load_explicit(&aev__fork_gen, memory_order_relaxed);
+}
+
+int aev_fork_init(aev_fork *w, aev_loop *loop, aev_cb cb)
+{
+    return aev__watcher_init((aev_watcher *)w, loop, cb, AEV__T_FORK);
+}
+
+int aev_fork_start(aev_fork *w)
+{
+    if (!aev__is((const aev_watcher *)w, AEV__T_FORK))
+        return -EINVAL;
+    if (w->base.active_)
+        return 0;
+    return aev__unref_push(&w->base.loop_->forks, &w->base);
+}
+
+int aev_fork_stop(aev_fork *w)
+{
+    if (!aev__is((const aev_watcher *)w, AEV__T_FORK))
+        return -EINVAL;
+    if (w->base.pending_)
+        aev__unpend(&w->base);
+    if (w->base.active_)
+        aev__unref_remove(&w->base.loop_->forks, &w->base);
+    return 0;
+}
+
+void aev__queue_forks(aev_loop *loop)
+{
+    for (uint32_t k = 0; k < loop->forks.count; k++)
+        aev__feed(loop, loop->forks.items[k], AEV_FORK);
 }

@@ -25,6 +25,11 @@ enum {
     AEV__T_PREPARE,
     AEV__T_CHECK,
     AEV__T_ASYNC,
+    AEV__T_SIGNAL,
+    AEV__T_CHILD,
+    AEV__T_PERIODIC,
+    AEV__T_FORK,
+    AEV__T_CLEANUP,
     AEV__T_COUNT
 };
 
@@ -126,6 +131,38 @@ struct aev_loop {
 
     unsigned fork_gen;
     void *data;
+
+    /* fork.c, cleanup.c, loop.c: fork and cleanup watchers (unreferenced), suspension and the
+     * invoke hook. */
+    aev__wvec forks;
+    aev__wvec cleanups;
+    int destroying;
+    unsigned suspended; /* aev_suspend() nesting */
+    aev_time_t suspended_at;
+    aev_invoke_hook invoke_hook;
+
+    /* signal.c: per-loop signal state (internal async, watchers per signal), allocated by the
+     * first aev_signal_start(); NULL until then. */
+    struct aev__sigloop *sig;
+
+    /* child.c: one record per watched pid (its pidfd and the pidfd's internal io watcher);
+     * [0, child_used) are in use, [child_used, child_nrecs) are kept for reuse. The pid-0
+     * watchers, and the internal SIGCHLD watcher needed by trace, pid 0 and the fallback. */
+    struct aev__childrec **child_recs;
+    uint32_t child_used, child_nrecs, child_cap;
+    aev_child *child_any;
+    aev_signal child_sig;
+    unsigned child_sig_users; /* active child watchers that need SIGCHLD */
+    int child_pidfd;          /* 0: not decided yet, 1: pidfds allowed, -1: disabled */
+    /* periodic.c: a min-heap of periodic watchers by wall-clock time (node type private to
+     * periodic.c), the wall clock read once per iteration, and (wall - monotonic) with the
+     * monotonic time it was measured at, to notice when the wall clock is set. */
+    struct aev__pnode *periodics;
+    uint32_t nperiodics, periodics_cap;
+    uint64_t periodic_seq;
+    aev_time_t wall_now;
+    aev_time_t wall_offset;
+    aev_time_t wall_checked;
 };
 
 /* ---- util.c ---- */
@@ -153,6 +190,7 @@ int aev__pending_at_or_above(const aev_loop *loop, int pri);
 
 /* ---- io.c ---- */
 void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen);
+void aev__io_error(aev_loop *loop, int fd, int err);
 void aev__io_flush(aev_loop *loop);
 void aev__io_feed_always_ready(aev_loop *loop);
 void aev__io_resubmit_all(aev_loop *loop);
@@ -186,6 +224,32 @@ void aev__wakeup_signal(aev_loop *loop);
 
 /* ---- fork.c ---- */
 unsigned aev__fork_generation(void);
+void aev__queue_forks(aev_loop *loop);
+
+/* ---- cleanup.c ---- */
+void aev__run_cleanups(aev_loop *loop);
+
+/* ---- timer.c (suspension) ---- */
+void aev__timers_shift(aev_loop *loop, aev_time_t delta);
+
+/* ---- loop.c ---- */
+void aev__invoke(aev_loop *loop);
+int aev__unref_push(aev__wvec *v, aev_watcher *w);
+void aev__unref_remove(aev__wvec *v, aev_watcher *w);
+
+/* ---- signal.c ---- */
+void aev__signal_free(aev_loop *loop);
+
+/* ---- child.c ---- */
+void aev__child_free(aev_loop *loop);
+
+/* ---- periodic.c ---- */
+void aev__periodics_reify(aev_loop *loop);
+/* Monotonic ns the loop may sleep for the first periodic (capped), INT64_MAX if none. */
+aev_time_t aev__periodics_timeout(aev_loop *loop);
+/* Moves every periodic to its next time from the wall clock now; safe with none. */
+void aev__periodics_reschedule_all(aev_loop *loop);
+void aev__periodics_free(aev_loop *loop);
 
 /* ---- backend selection (loop.c) ---- */
 const aev__backend *aev__backend_find(unsigned id);

@@ -259,6 +259,16 @@ void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen)
     e->stale = 0;
 }
 
+/* A registration the backend accepted earlier was refused after all: kqueue reports a failed
+ * change with the wait that submitted it, not when modify() queued it. The fd's watchers fail as
+ * if modify() had refused it; the stops make the next flush remove whatever the backend holds. */
+void aev__io_error(aev_loop *loop, int fd, int err)
+{
+    if (fd < 0 || (uint32_t)fd >= loop->nfds)
+        return;
+    aev__fd_fail(loop, fd, err, AEV_ERROP_WATCH);
+}
+
 void aev__io_feed_always_ready(aev_loop *loop)
 {
     for (uint32_t i = 0; i < loop->nalways; i++) {

@@ -8,12 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* In order of preference; AEV_BACKEND_AUTO takes the first one that is also recommended. */
 static const aev__backend *const aev__backends[] = {
 #ifdef AEV_HAVE_EPOLL
     &aev__backend_epoll,
 #endif
+#ifdef AEV_HAVE_KQUEUE
+    &aev__backend_kqueue,
+#endif
     &aev__backend_poll,
 };
+
+/* The backends worth using on this platform, whatever is compiled in. macOS's kqueue is left out:
+ * on many releases it fails for ttys, /dev/null and other devices, so poll is the safe default
+ * there (docs/backends.md); kqueue stays available on request. */
+#if defined(__linux__)
+#define AEV__PLATFORM_BACKENDS (AEV_BACKEND_EPOLL | AEV_BACKEND_POLL)
+#elif defined(__APPLE__)
+#define AEV__PLATFORM_BACKENDS AEV_BACKEND_POLL
+#elif defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || defined(__DragonFly__)
+#define AEV__PLATFORM_BACKENDS (AEV_BACKEND_KQUEUE | AEV_BACKEND_POLL)
+#else
+#define AEV__PLATFORM_BACKENDS AEV_BACKEND_POLL
+#endif
 
 #define AEV__NBACKENDS (sizeof aev__backends / sizeof aev__backends[0])
 
@@ -36,8 +53,20 @@ unsigned aev_supported_backends(void)
 
 unsigned aev_recommended_backends(void)
 {
-    /* epoll where it exists; poll is always usable. */
-    return aev_supported_backends();
+    /* poll is always compiled in and always usable. */
+    return (aev_supported_backends() & AEV__PLATFORM_BACKENDS) | AEV_BACKEND_POLL;
+}
+
+/* The first backend of the table that is recommended: epoll on Linux, kqueue on the BSDs, poll on
+ * macOS and elsewhere. */
+static const aev__backend *aev__backend_auto(void)
+{
+    unsigned recommended = aev_recommended_backends();
+    for (size_t i = 0; i < AEV__NBACKENDS; i++) {
+        if (aev__backends[i]->id & recommended)
+            return aev__backends[i];
+    }
+    return &aev__backend_poll;
 }
 
 /* The AEV_BACKEND environment variable: 0 if unset or empty, -EINVAL if not a backend name. */
@@ -72,7 +101,7 @@ static int aev__pick_backend(unsigned flags, const aev__backend **out)
             return env;
         id = (unsigned)env;
     }
-    *out = id == AEV_BACKEND_AUTO ? aev__backends[0] : aev__backend_find(id);
+    *out = id == AEV_BACKEND_AUTO ? aev__backend_auto() : aev__backend_find(id);
     if (*out)
         return 0;
     return (id & ~(unsigned)(AEV_BACKEND_EPOLL | AEV_BACKEND_POLL | AEV_BACKEND_KQUEUE)) ? -EINVAL
@@ -118,14 +147,21 @@ int aev_loop_destroy(aev_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->depth)
+    if (loop->depth || loop->destroying)
         return -EBUSY;
+    loop->destroying = 1;
+    aev__run_cleanups(loop);
+    aev__child_free(loop);
+    aev__signal_free(loop);
     aev__wakeup_free(loop);
     loop->backend->destroy(loop);
     aev__io_free(loop);
     aev__timers_free(loop);
+    aev__periodics_free(loop);
     aev__hooks_free(loop);
     aev__pending_free(loop);
+    free(loop->forks.items);
+    free(loop->cleanups.items);
     free(loop);
     return 0;
 }
@@ -154,13 +190,20 @@ static int aev__rebuild(aev_loop *loop)
     return 0;
 }
 
+/* In a fork child: rebuild kernel state, then run the fork watchers before anything else. */
 static void aev__fork_check(aev_loop *loop)
 {
     if (aev__fork_generation() == loop->fork_gen)
         return;
     int rc = aev_loop_fork(loop);
-    if (rc < 0)
+    if (rc < 0) {
         loop->fatal = rc;
+        return;
+    }
+    if (!loop->forks.count)
+        return;
+    aev__queue_forks(loop);
+    aev__invoke(loop);
 }
 
 static void aev__prepare_phase(aev_loop *loop)
@@ -168,7 +211,60 @@ static void aev__prepare_phase(aev_loop *loop)
     if (!loop->prepares.count)
         return;
     aev__queue_prepares(loop);
-    aev__invoke_pending(loop);
+    aev__invoke(loop);
+}
+
+/* The invoke step, or the program's replacement for it (aev_set_invoke_hook). */
+void aev__invoke(aev_loop *loop)
+{
+    if (loop->invoke_hook)
+        loop->invoke_hook(loop);
+    else
+        aev__invoke_pending(loop);
+}
+
+void aev_invoke_pending(aev_loop *loop)
+{
+    if (loop)
+        aev__invoke_pending(loop);
+}
+
+void aev_set_invoke_hook(aev_loop *loop, aev_invoke_hook hook)
+{
+    if (loop)
+        loop->invoke_hook = hook;
+}
+
+/* Fork and cleanup watchers are active without keeping the loop alive. */
+int aev__unref_push(aev__wvec *v, aev_watcher *w)
+{
+    int rc = aev__wvec_push(v, w);
+    if (rc == 0)
+        w->loop_->refs--;
+    return rc;
+}
+
+void aev__unref_remove(aev__wvec *v, aev_watcher *w)
+{
+    w->loop_->refs++;
+    aev__wvec_remove(v, w);
+}
+
+void aev_suspend(aev_loop *loop)
+{
+    if (loop && loop->suspended++ == 0)
+        loop->suspended_at = aev__clock();
+}
+
+/* Timers get back the time they lost while suspended; the cached time is refreshed. */
+void aev_resume(aev_loop *loop)
+{
+    if (!loop || loop->suspended == 0 || --loop->suspended > 0)
+        return;
+    aev_time_t now = aev__clock();
+    aev__timers_shift(loop, now - loop->suspended_at);
+    loop->now = now;
+    aev__periodics_reschedule_all(loop);
 }
 
 /* How long the poll may block: 0 if there is work already, -1 for no limit. */
@@ -177,10 +273,14 @@ static aev_time_t aev__poll_timeout(aev_loop *loop, int mode)
     if (mode == AEV_RUN_NOWAIT || loop->refs <= 0 || loop->idle_count || loop->pending_count ||
         loop->nalways || loop->break_how)
         return 0;
+    aev_time_t left = aev__periodics_timeout(loop); /* INT64_MAX if none */
     aev_time_t next = aev__timers_next(loop);
-    if (next == INT64_MAX)
+    if (next != INT64_MAX) {
+        aev_time_t timer_left = next - aev__clock();
+        left = timer_left < left ? timer_left : left;
+    }
+    if (left == INT64_MAX)
         return -1;
-    aev_time_t left = next - aev__clock();
     return left > 0 ? left : 0;
 }
 
@@ -226,9 +326,10 @@ static void aev__iterate(aev_loop *loop, int mode)
     aev__async_collect(loop);
     aev__io_feed_always_ready(loop);
     aev__timers_reify(loop);
+    aev__periodics_reify(loop);
     aev__idle_reify(loop);
     aev__queue_checks(loop);
-    aev__invoke_pending(loop);
+    aev__invoke(loop);
 }
 
 int aev_run(aev_loop *loop, int mode)
@@ -237,6 +338,8 @@ int aev_run(aev_loop *loop, int mode)
         return -EINVAL;
     if (loop->fatal)
         return loop->fatal;
+    if (loop->suspended)
+        return -EBUSY;
     loop->depth++;
     loop->break_how = AEV_BREAK_CANCEL;
     do {

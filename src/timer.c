@@ -134,6 +134,15 @@ void aev__timers_reify(aev_loop *loop)
     }
 }
 
+/* Moves every deadline later by delta (time spent suspended). A uniform shift keeps the heap
+ * ordered, so no sifting is needed. */
+void aev__timers_shift(aev_loop *loop, aev_time_t delta)
+{
+    aev__heap *h = &loop->timers;
+    for (uint32_t i = 0; i < h->count; i++)
+        h->nodes[i].at = aev__deadline(h->nodes[i].at, delta);
+}
+
 aev_time_t aev__timers_next(const aev_loop *loop)
 {
     return loop->timers.count ? loop->timers.nodes[0].at : INT64_MAX;

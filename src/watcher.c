@@ -72,8 +72,20 @@ int aev_start(aev_watcher *w)
         return aev_prepare_start((aev_prepare *)w);
     case AEV__T_CHECK:
         return aev_check_start((aev_check *)w);
-    default:
+    case AEV__T_FORK:
+        return aev_fork_start((aev_fork *)w);
+    case AEV__T_CLEANUP:
+        return aev_cleanup_start((aev_cleanup *)w);
+    case AEV__T_ASYNC:
         return aev_async_start((aev_async *)w);
+    case AEV__T_SIGNAL:
+        return aev_signal_start((aev_signal *)w);
+    case AEV__T_PERIODIC:
+        return aev_periodic_start((aev_periodic *)w);
+    case AEV__T_CHILD:
+        return aev_child_start((aev_child *)w);
+    default:
+        return -EINVAL;
     }
 }
 
@@ -92,8 +104,20 @@ int aev_stop(aev_watcher *w)
         return aev_prepare_stop((aev_prepare *)w);
     case AEV__T_CHECK:
         return aev_check_stop((aev_check *)w);
-    default:
+    case AEV__T_FORK:
+        return aev_fork_stop((aev_fork *)w);
+    case AEV__T_CLEANUP:
+        return aev_cleanup_stop((aev_cleanup *)w);
+    case AEV__T_ASYNC:
         return aev_async_stop((aev_async *)w);
+    case AEV__T_SIGNAL:
+        return aev_signal_stop((aev_signal *)w);
+    case AEV__T_PERIODIC:
+        return aev_periodic_stop((aev_periodic *)w);
+    case AEV__T_CHILD:
+        return aev_child_stop((aev_child *)w);
+    default:
+        return -EINVAL;
     }
 }
 
