@@ -43,10 +43,9 @@ static void aev__async_note(aev_loop *loop, aev_async *w)
 
 int aev_async_start(aev_async *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_ASYNC))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_ASYNC);
+    if (rc <= 0)
+        return rc;
     aev__activate(&w->base, 1);
     /* A send that reached the loop while the watcher was stopped is delivered now. */
     if (w->base.flags_ & AEV__WF_PARKED) {

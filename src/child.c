@@ -515,10 +515,9 @@ static int aev__child_start_any(aev_child *w)
 
 int aev_child_start(aev_child *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_CHILD))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_CHILD);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
     w->rpid_ = 0;
     w->rstatus_ = 0;
@@ -526,11 +525,11 @@ int aev_child_start(aev_child *w)
         return aev__child_start_any(w);
     aev__childrec *rec = aev__child_find(loop, w->pid_);
     if (!rec) {
-        int rc = aev__child_open(loop, w->pid_, &rec);
+        rc = aev__child_open(loop, w->pid_, &rec);
         if (rc < 0)
             return rc;
     }
-    int rc = aev__child_sig_join(w, rec);
+    rc = aev__child_sig_join(w, rec);
     if (rc < 0) {
         if (!rec->head)
             aev__child_close(loop, rec);
@@ -545,12 +544,9 @@ int aev_child_start(aev_child *w)
 
 int aev_child_stop(aev_child *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_CHILD))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_CHILD);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
     aev__childrec *rec = w->pid_ ? aev__child_find(loop, w->pid_) : NULL;
     int needs_sig = aev__child_needs_sig(w, rec);

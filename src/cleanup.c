@@ -14,21 +14,18 @@ int aev_cleanup_init(aev_cleanup *w, aev_loop *loop, aev_cb cb)
 
 int aev_cleanup_start(aev_cleanup *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_CLEANUP))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_CLEANUP);
+    if (rc <= 0)
+        return rc;
     return aev__unref_push(&w->base.loop_->cleanups, &w->base);
 }
 
 int aev_cleanup_stop(aev_cleanup *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_CLEANUP))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (w->base.active_)
-        aev__unref_remove(&w->base.loop_->cleanups, &w->base);
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_CLEANUP);
+    if (rc <= 0)
+        return rc;
+    aev__unref_remove(&w->base.loop_->cleanups, &w->base);
     return 0;
 }
 

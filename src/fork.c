@@ -40,21 +40,18 @@ int aev_fork_init(aev_fork *w, aev_loop *loop, aev_cb cb)
 
 int aev_fork_start(aev_fork *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_FORK))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_FORK);
+    if (rc <= 0)
+        return rc;
     return aev__unref_push(&w->base.loop_->forks, &w->base);
 }
 
 int aev_fork_stop(aev_fork *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_FORK))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (w->base.active_)
-        aev__unref_remove(&w->base.loop_->forks, &w->base);
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_FORK);
+    if (rc <= 0)
+        return rc;
+    aev__unref_remove(&w->base.loop_->forks, &w->base);
     return 0;
 }
 

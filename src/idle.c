@@ -13,12 +13,11 @@ int aev_idle_init(aev_idle *w, aev_loop *loop, aev_cb cb)
 
 int aev_idle_start(aev_idle *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_IDLE))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_IDLE);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
-    int rc = aev__wvec_push(&loop->idles[AEV__PRI_INDEX(w->base.priority_)], &w->base);
+    rc = aev__wvec_push(&loop->idles[AEV__PRI_INDEX(w->base.priority_)], &w->base);
     if (rc < 0)
         return rc;
     loop->idle_count++;
@@ -27,12 +26,9 @@ int aev_idle_start(aev_idle *w)
 
 int aev_idle_stop(aev_idle *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_IDLE))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_IDLE);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
     aev__wvec_remove(&loop->idles[AEV__PRI_INDEX(w->base.priority_)], &w->base);
     loop->idle_count--;

@@ -177,6 +177,8 @@ aev_time_t aev__clock(void);
 int aev__watcher_init(aev_watcher *w, aev_loop *loop, aev_cb cb, int type);
 int aev__watcher_valid(const aev_watcher *w);
 int aev__is(const aev_watcher *w, int type);
+int aev__start_begin(aev_watcher *w, int type);
+int aev__stop_begin(aev_watcher *w, int type);
 void aev__activate(aev_watcher *w, int32_t active);
 void aev__deactivate(aev_watcher *w);
 void aev__fail(aev_watcher *w, int err, aev_errop op);

@@ -81,12 +81,11 @@ int aev_io_set(aev_io *w, int fd, unsigned events)
 
 int aev_io_start(aev_io *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_IO))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_IO);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
-    int rc = aev__fd_reserve(loop, w->fd_);
+    rc = aev__fd_reserve(loop, w->fd_);
     if (rc < 0)
         return rc;
     aev__fd *e = &loop->fds[w->fd_];
@@ -107,12 +106,9 @@ int aev_io_start(aev_io *w)
 
 int aev_io_stop(aev_io *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_IO))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_IO);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
     aev_io **link = &loop->fds[w->fd_].head;
     while (*link != w)

@@ -246,14 +246,13 @@ int aev_periodic_set(aev_periodic *w, aev_time_t offset, aev_time_t interval,
 
 int aev_periodic_start(aev_periodic *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_PERIODIC))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_PERIODIC);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
     aev__clocks c = aev__sample();
     aev_time_t at;
-    int rc = aev__schedule(w, c.wall, &at);
+    rc = aev__schedule(w, c.wall, &at);
     if (rc < 0 || w->base.active_)
         return rc; /* a bad reschedule callback, or one that started the watcher itself */
     /* With no periodic active, nobody watched for jumps: this start is the new reference. */
@@ -269,12 +268,9 @@ int aev_periodic_start(aev_periodic *w)
 
 int aev_periodic_stop(aev_periodic *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_PERIODIC))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_PERIODIC);
+    if (rc <= 0)
+        return rc;
     aev__premove(w->base.loop_, (uint32_t)w->base.active_ - 1);
     aev__deactivate(&w->base);
     return 0;

@@ -318,12 +318,11 @@ int aev_signal_set(aev_signal *w, int signum)
 
 int aev_signal_start(aev_signal *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_SIGNAL))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_SIGNAL);
+    if (rc <= 0)
+        return rc;
     struct aev__sigloop *sl;
-    int rc = aev__sigloop_get(w->base.loop_, &sl);
+    rc = aev__sigloop_get(w->base.loop_, &sl);
     if (rc < 0)
         return rc;
     int sig = w->signum_;
@@ -344,12 +343,9 @@ int aev_signal_start(aev_signal *w)
 
 int aev_signal_stop(aev_signal *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_SIGNAL))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_SIGNAL);
+    if (rc <= 0)
+        return rc;
     struct aev__sigloop *sl = w->base.loop_->sig;
     int sig = w->signum_;
     aev_signal **link = &sl->heads[sig];

@@ -50,21 +50,17 @@ static int aev__timer_arm(aev_timer *w, aev_time_t delay)
 
 int aev_timer_start(aev_timer *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_TIMER))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_TIMER);
+    if (rc <= 0)
+        return rc;
     return aev__timer_arm(w, w->at_);
 }
 
 int aev_timer_stop(aev_timer *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_TIMER))
-        return -EINVAL;
-    if (w->base.pending_)
-        aev__unpend(&w->base);
-    if (!w->base.active_)
-        return 0;
+    int rc = aev__stop_begin((aev_watcher *)w, AEV__T_TIMER);
+    if (rc <= 0)
+        return rc;
     aev__heap_remove(&w->base.loop_->timers, (uint32_t)w->base.active_ - 1);
     aev__deactivate(&w->base);
     return 0;

@@ -35,6 +35,27 @@ int aev__is(const aev_watcher *w, int type)
     return aev__watcher_valid(w) && w->type_ == type;
 }
 
+/* The common head of every typed start: -EINVAL for a watcher that is not of this type, 0 if it
+ * is active already (start is then a no-op), 1 if the type's own start must follow. */
+int aev__start_begin(aev_watcher *w, int type)
+{
+    if (!aev__is(w, type))
+        return -EINVAL;
+    return w->active_ ? 0 : 1;
+}
+
+/* The common head of every typed stop: -EINVAL for a watcher that is not of this type;
+ * otherwise its pending event is dropped, and 1 says the type's own stop must follow (the
+ * watcher is active), 0 that nothing more is to be done. */
+int aev__stop_begin(aev_watcher *w, int type)
+{
+    if (!aev__is(w, type))
+        return -EINVAL;
+    if (w->pending_)
+        aev__unpend(w);
+    return w->active_ ? 1 : 0;
+}
+
 /* Marks w active; every active watcher holds one reference on its loop. */
 void aev__activate(aev_watcher *w, int32_t active)
 {
