@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,8 @@ enum {
     AEV_PERIODIC = 0x200, /* a periodic watcher's wall-clock time was reached */
     AEV_FORK = 0x400,     /* the process forked; runs in the child */
     AEV_CLEANUP = 0x800,  /* the loop is being destroyed */
+    AEV_STAT = 0x1000,    /* a watched path's stat data changed */
+    AEV_EMBED = 0x2000,   /* an embedded loop has something to do; see aev_embed_sweep() */
     AEV_CUSTOM = 0x4000,  /* free for aev_feed_event() by the program */
     AEV_ERROR = 0x8000    /* the watcher failed and was stopped; see aev_watcher_error() */
 };
@@ -437,6 +440,81 @@ AEV_EXPORT int aev_periodic_again(aev_periodic *w);
 AEV_EXPORT aev_time_t aev_periodic_at(const aev_periodic *w);
 /* The wall clock now, ns since the epoch (CLOCK_REALTIME). */
 AEV_EXPORT aev_time_t aev_wall_time(void);
+
+/* ---- stat -------------------------------------------------------------------------------- */
+
+/*
+ * Watches a path for changes of its stat(2) data (stat follows symlinks). The callback receives
+ * AEV_STAT when any of dev, ino, mode, nlink, uid, gid, rdev, size, mtime or ctime (with ns)
+ * differs from what the watcher saw last; aev_stat_prev() and aev_stat_attr() give the data
+ * before and after. A path that does not exist is legal: its data reads as all zero (st_nlink
+ * 0), so its appearance and disappearance are changes. On Linux the loop learns of changes
+ * through inotify (the path and its parent directory are watched), with a slow timer as a safety
+ * net (the larger of the interval and 30 s); elsewhere, or with AEV_STAT_INOTIFY=0 in the
+ * environment, or where inotify cannot watch the path, the path is polled every `interval` ns
+ * (0: 1 s). The path string is the program's and must stay valid while the watcher is active.
+ */
+typedef struct aev_stat {
+    aev_watcher base;
+    /* private: */
+    const char *path_;
+    aev_time_t interval_;
+    struct stat prev_, attr_;
+    aev_timer timer_;       /* internal, unreferenced: polling, or the safety net */
+    struct aev_stat *next_; /* link in the loop's list of active stat watchers */
+    int wd_, pwd_;          /* inotify watches of the path and of its parent, or -1 */
+    int dirty_;             /* named by the inotify events being processed */
+} aev_stat;
+
+/* Errors: -EINVAL (NULL w, loop or cb; path NULL or empty; interval < 0); aev_stat_set: -EBUSY
+ * while active; start: -ENOMEM. aev_stat_stat (loop thread): refreshes the data now (no
+ * callback for what it absorbs) and returns 0 or the -errno of stat(2), -EINVAL for NULL.
+ * aev_stat_attr/prev return NULL for NULL; prev is the data as of the previous callback. */
+AEV_EXPORT int aev_stat_init(aev_stat *w, aev_loop *loop, aev_cb cb, const char *path,
+                             aev_time_t interval);
+AEV_EXPORT int aev_stat_set(aev_stat *w, const char *path, aev_time_t interval);
+AEV_EXPORT int aev_stat_start(aev_stat *w);
+AEV_EXPORT int aev_stat_stop(aev_stat *w);
+AEV_EXPORT int aev_stat_stat(aev_stat *w);
+AEV_EXPORT const struct stat *aev_stat_attr(const aev_stat *w);
+AEV_EXPORT const struct stat *aev_stat_prev(const aev_stat *w);
+
+/* ---- embed ------------------------------------------------------------------------------ */
+
+/*
+ * Runs another loop (`other`, e.g. an epoll or kqueue loop) from this one. While the watcher is
+ * active, the outer loop watches the embedded loop's backend fd and its next timer deadline;
+ * when the embedded loop has something to do (io events, an async send, a due timer or
+ * periodic, pending events or idle watchers, a fork to recover from) the watcher becomes pending
+ * with AEV_EMBED. With a NULL callback the library then sweeps the embedded loop itself;
+ * otherwise the callback decides and normally calls aev_embed_sweep(). Do not run `other` by
+ * itself while it is embedded (only through aev_embed_sweep()), and stop the watcher before
+ * destroying either loop. Only loops whose backend has a pollable fd can be embedded: epoll and
+ * kqueue, not poll. The watcher holds one reference on the outer loop; its internal watchers
+ * hold none.
+ */
+typedef struct aev_embed {
+    aev_watcher base;
+    /* private: */
+    aev_loop *other_;
+    aev_io io_;            /* the embedded loop's backend fd, in the outer loop */
+    aev_timer timer_;      /* the embedded loop's next deadline, in the outer loop */
+    aev_prepare prepare_;  /* re-arms io_ and timer_ before each poll of the outer loop */
+    aev_time_t armed_at_;  /* deadline timer_ was armed for, INT64_MAX if none */
+    unsigned backend_gen_; /* other's backend generation io_ was armed for */
+    unsigned held_;        /* internal watchers started without a reference (bit mask) */
+} aev_embed;
+
+/* Errors: -EINVAL (NULL w or loop, other NULL or equal to loop); -ENOTSUP (other's backend has
+ * no pollable fd, e.g. poll); aev_embed_set: -EBUSY while active; start: -ENOMEM. A NULL cb means
+ * "sweep automatically". */
+AEV_EXPORT int aev_embed_init(aev_embed *w, aev_loop *loop, aev_cb cb, aev_loop *other);
+AEV_EXPORT int aev_embed_set(aev_embed *w, aev_loop *other);
+AEV_EXPORT int aev_embed_start(aev_embed *w);
+AEV_EXPORT int aev_embed_stop(aev_embed *w);
+/* Runs one iteration of the embedded loop that never blocks (aev_run(other, AEV_RUN_NOWAIT)) and
+ * returns its result; -EINVAL for a NULL or never-initialised watcher. */
+AEV_EXPORT int aev_embed_sweep(aev_embed *w);
 
 /* ---- fork, cleanup ----------------------------------------------------------------------- */
 

@@ -57,6 +57,9 @@ typedef struct aev__backend {
     int (*reinit)(struct aev_loop *loop);
     /* Nonzero if modify() honours AEV__EDGE. */
     int edge;
+    /* The fd that becomes readable while poll() would report events (epoll and kqueue fds), or
+     * -1 if the backend has none (poll): such a loop cannot be embedded (embed.c). */
+    int (*fd)(const struct aev_loop *loop);
 } aev__backend;
 
 extern const aev__backend aev__backend_epoll;

@@ -226,8 +226,16 @@ static int epoll_reinit(aev_loop *loop)
     return st->epfd < 0 ? -errno : 0;
 }
 
+/* The epoll fd is itself pollable: readable while its ready list is not empty. */
+static int epoll_fd(const aev_loop *loop)
+{
+    const epoll_state *st = loop->backend_state;
+    return st ? st->epfd : -1;
+}
+
 const aev__backend aev__backend_epoll = {
-    AEV_BACKEND_EPOLL, "epoll", epoll_init, epoll_destroy, epoll_modify, epoll_poll, epoll_reinit, 1,
+    AEV_BACKEND_EPOLL, "epoll",      epoll_init, epoll_destroy, epoll_modify,
+    epoll_poll,        epoll_reinit, 1,          epoll_fd,
 };
 
 #endif /* AEV_HAVE_EPOLL */

@@ -204,8 +204,8 @@ static void kq_delete(kq_state *st, int fd, unsigned ev)
     for (unsigned bit = AEV_READ; bit <= AEV_WRITE; bit <<= 1) {
         if (ev & bit) {
             struct kevent ch;
-            EV_SET(&ch, (uintptr_t)fd, bit == AEV_READ ? EVFILT_READ : EVFILT_WRITE, EV_DELETE,
-                   0, 0, NULL);
+            EV_SET(&ch, (uintptr_t)fd, bit == AEV_READ ? EVFILT_READ : EVFILT_WRITE, EV_DELETE, 0,
+                   0, NULL);
             (void)kevent(st->kq, &ch, 1, NULL, 0, NULL);
         }
     }
@@ -338,8 +338,15 @@ static int kq_reinit(aev_loop *loop)
     return kq_open(st);
 }
 
+/* A kqueue fd is readable while events are pending on it: another loop can embed this one. */
+static int kq_fd(const aev_loop *loop)
+{
+    const kq_state *st = loop->backend_state;
+    return st ? st->kq : -1;
+}
+
 const aev__backend aev__backend_kqueue = {
-    AEV_BACKEND_KQUEUE, "kqueue", kq_init, kq_destroy, kq_modify, kq_poll, kq_reinit, 0,
+    AEV_BACKEND_KQUEUE, "kqueue", kq_init, kq_destroy, kq_modify, kq_poll, kq_reinit, 0, kq_fd,
 };
 
 #endif /* AEV_HAVE_KQUEUE */

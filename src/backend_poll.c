@@ -226,6 +226,14 @@ static int poll_reinit(aev_loop *loop)
     return 0;
 }
 
+/* poll(2) keeps its set in user space: there is no fd that another loop could watch. */
+static int poll_fd(const aev_loop *loop)
+{
+    (void)loop;
+    return -1;
+}
+
 const aev__backend aev__backend_poll = {
-    AEV_BACKEND_POLL, "poll", poll_init, poll_destroy, poll_modify, poll_poll, poll_reinit, 0,
+    AEV_BACKEND_POLL, "poll",      poll_init, poll_destroy, poll_modify,
+    poll_poll,        poll_reinit, 0,         poll_fd,
 };

@@ -30,6 +30,8 @@ enum {
     AEV__T_PERIODIC,
     AEV__T_FORK,
     AEV__T_CLEANUP,
+    AEV__T_EMBED,
+    AEV__T_STAT,
     AEV__T_COUNT
 };
 
@@ -137,6 +139,7 @@ struct aev_loop {
     aev__wvec forks;
     aev__wvec cleanups;
     int destroying;
+    int forked; /* aev_loop_fork() ran: fork watchers are due at the next fork check */
     unsigned suspended; /* aev_suspend() nesting */
     aev_time_t suspended_at;
     aev_invoke_hook invoke_hook;
@@ -163,6 +166,16 @@ struct aev_loop {
     aev_time_t wall_now;
     aev_time_t wall_offset;
     aev_time_t wall_checked;
+    /* embed.c (bumped in loop.c): counts recreations of the backend's kernel object (fork,
+     * rebuild), so that a loop embedding this one re-arms on the new fd even if its number is
+     * the same. */
+    unsigned backend_gen;
+    /* stat.c: the loop's inotify fd and its internal io watcher (unreferenced), valid while
+     * stat_inotify is 1 (0: not decided yet, -1: polling only), and the active stat watchers. */
+    int stat_inotify;
+    int stat_fd;
+    aev_io stat_io;
+    aev_stat *stat_list;
 };
 
 /* ---- util.c ---- */
@@ -252,6 +265,11 @@ aev_time_t aev__periodics_timeout(aev_loop *loop);
 /* Moves every periodic to its next time from the wall clock now; safe with none. */
 void aev__periodics_reschedule_all(aev_loop *loop);
 void aev__periodics_free(aev_loop *loop);
+
+/* ---- stat.c ---- */
+/* Gives the child its own inotify instance after fork(); the parent's is shared. */
+void aev__stat_fork(aev_loop *loop);
+void aev__stat_free(aev_loop *loop);
 
 /* ---- backend selection (loop.c) ---- */
 const aev__backend *aev__backend_find(unsigned id);

@@ -152,6 +152,7 @@ int aev_loop_destroy(aev_loop *loop)
     loop->destroying = 1;
     aev__run_cleanups(loop);
     aev__child_free(loop);
+    aev__stat_free(loop);
     aev__signal_free(loop);
     aev__wakeup_free(loop);
     loop->backend->destroy(loop);
@@ -171,11 +172,14 @@ int aev_loop_fork(aev_loop *loop)
     if (!loop)
         return -EINVAL;
     loop->fork_gen = aev__fork_generation();
+    loop->forked = 1;
     int rc = loop->backend->reinit(loop);
     if (rc < 0)
         return rc;
+    loop->backend_gen++;
     aev__io_resubmit_all(loop);
     loop->rebuild = 0;
+    aev__stat_fork(loop);
     return aev__wakeup_reinit(loop);
 }
 
@@ -185,21 +189,26 @@ static int aev__rebuild(aev_loop *loop)
     int rc = loop->backend->reinit(loop);
     if (rc < 0)
         return rc;
+    loop->backend_gen++;
     aev__io_resubmit_all(loop);
     loop->rebuild = 0;
     return 0;
 }
 
-/* In a fork child: rebuild kernel state, then run the fork watchers before anything else. */
+/* In a fork child: rebuild kernel state (unless the program did it with aev_loop_fork()), then
+ * run the fork watchers before anything else of this iteration. */
 static void aev__fork_check(aev_loop *loop)
 {
-    if (aev__fork_generation() == loop->fork_gen)
-        return;
-    int rc = aev_loop_fork(loop);
-    if (rc < 0) {
-        loop->fatal = rc;
-        return;
+    if (aev__fork_generation() != loop->fork_gen) {
+        int rc = aev_loop_fork(loop);
+        if (rc < 0) {
+            loop->fatal = rc;
+            return;
+        }
     }
+    if (!loop->forked)
+        return;
+    loop->forked = 0;
     if (!loop->forks.count)
         return;
     aev__queue_forks(loop);

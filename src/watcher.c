@@ -105,6 +105,10 @@ int aev_start(aev_watcher *w)
         return aev_periodic_start((aev_periodic *)w);
     case AEV__T_CHILD:
         return aev_child_start((aev_child *)w);
+    case AEV__T_STAT:
+        return aev_stat_start((aev_stat *)w);
+    case AEV__T_EMBED:
+        return aev_embed_start((aev_embed *)w);
     default:
         return -EINVAL;
     }
@@ -137,6 +141,10 @@ int aev_stop(aev_watcher *w)
         return aev_periodic_stop((aev_periodic *)w);
     case AEV__T_CHILD:
         return aev_child_stop((aev_child *)w);
+    case AEV__T_STAT:
+        return aev_stat_stop((aev_stat *)w);
+    case AEV__T_EMBED:
+        return aev_embed_stop((aev_embed *)w);
     default:
         return -EINVAL;
     }

@@ -890,8 +890,8 @@ static void test_many_watchers_within_fd_limit(void **state)
                           (unsigned long long)limit, MID_MIN_PAIRS);
             skip();
         }
-        print_message("RLIMIT_NOFILE is %llu: %d pairs instead of %d\n",
-                      (unsigned long long)limit, pairs, MID_PAIRS);
+        print_message("RLIMIT_NOFILE is %llu: %d pairs instead of %d\n", (unsigned long long)limit,
+                      pairs, MID_PAIRS);
     }
     big_case(*state, pairs);
 }

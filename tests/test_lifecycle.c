@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -130,10 +131,13 @@ static void test_cleanup_fork_errors(void **state)
 /* ---- fork ---------------------------------------------------------------------------------- */
 
 /* In the child: the fork watcher runs in the first iteration, in the fork-check phase, so
- * before the prepare watchers of that iteration. */
-static int child_checks(aev_loop *loop, aev_fork *f, aev_prepare *prep)
+ * before the prepare watchers of that iteration; also when the child called aev_loop_fork()
+ * itself first. */
+static int child_checks(aev_loop *loop, aev_fork *f, aev_prepare *prep, bool explicit_fork)
 {
     g_n = 0;
+    if (explicit_fork && aev_loop_fork(loop) != 0)
+        return 9;
     if (aev_prepare_start(prep) != 0)
         return 10;
     if (aev_run(loop, AEV_RUN_NOWAIT) < 0)
@@ -147,9 +151,8 @@ static int child_checks(aev_loop *loop, aev_fork *f, aev_prepare *prep)
     return 0;
 }
 
-static void test_fork_watcher_runs_in_child_only(void **state)
+static void run_fork_watcher_test(aev_loop *loop, bool explicit_fork)
 {
-    aev_loop *loop = *state;
     aev_fork f;
     aev_prepare prep;
     assert_int_equal(aev_fork_init(&f, loop, log_cb), 0);
@@ -163,7 +166,7 @@ static void test_fork_watcher_runs_in_child_only(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(child_checks(loop, &f, &prep));
+        _exit(child_checks(loop, &f, &prep, explicit_fork));
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
@@ -174,6 +177,16 @@ static void test_fork_watcher_runs_in_child_only(void **state)
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_n, 0);
     assert_int_equal(aev_fork_stop(&f), 0);
+}
+
+static void test_fork_watcher_runs_in_child_only(void **state)
+{
+    run_fork_watcher_test(*state, false);
+}
+
+static void test_fork_watcher_runs_after_explicit_loop_fork(void **state)
+{
+    run_fork_watcher_test(*state, true);
 }
 
 /* ---- suspend / resume ---------------------------------------------------------------------- */
@@ -284,6 +297,8 @@ int main(void)
         cmocka_unit_test(test_cleanup_may_free_itself),
         cmocka_unit_test_setup_teardown(test_cleanup_fork_errors, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_fork_watcher_runs_in_child_only, aevt_setup,
+                                        aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_fork_watcher_runs_after_explicit_loop_fork, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test_setup_teardown(test_suspended_time_does_not_count, aevt_setup,
                                         aevt_teardown),

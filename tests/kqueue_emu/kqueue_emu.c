@@ -5,10 +5,15 @@
  * sys/kern/kern_event.c wherever the backend can observe a difference. Comments marked
  * "kqueue(2):" quote the manual page; "FreeBSD:" describes what its kernel source does.
  *
- * Each kqueue is a memfd, so that it is a real descriptor that close(), exec and fork treat like
- * one, plus a table of knotes keyed by (fd, filter). kevent() applies the changes in order,
+ * A kqueue is a table of knotes keyed by (fd, filter). kevent() applies the changes in order,
  * answers failed changes with EV_ERROR entries, then waits with ppoll(2) on the descriptors of the
  * enabled knotes and reports the ready ones.
+ *
+ * The kqueue's descriptor is an epoll instance, one descriptor per kqueue as with the kernel's,
+ * which close(), exec and fork treat like one. It mirrors the enabled knotes, so that it is
+ * pollable as a kqueue is (FreeBSD's kqueue_poll: readable while events are pending; another loop
+ * may watch it). Every emulated kqueue also holds one process-wide eventfd that never becomes
+ * ready, the tag: a descriptor is an emulated kqueue if and only if it contains the tag.
  *
  * Where a user-space emulation must differ from the kernel:
  *  - close() cannot be observed. kqueue(2): "Calling close() on a file descriptor will remove any
@@ -19,8 +24,12 @@
  *  - Only the two filters; EV_ONESHOT, EV_CLEAR and EV_DISPATCH fail with EOPNOTSUPP. data is
  *    filled for regular files only, fflags is always 0, and socket errors (POLLERR) make a socket
  *    ready without EV_EOF.
+ *  - The descriptor's readability ignores knotes of regular files (epoll cannot hold them), and
+ *    may linger for a knote whose fd was closed while a dup keeps its file open (epoll keeps such
+ *    a registration, and it cannot be removed by number).
+ *  - The tag is one more descriptor in the process, opened before main().
  *  - One kqueue must not be used by two threads at once, and a dup of a kqueue descriptor is not
- *    a kqueue. A kqueue registered in another one is watched as the regular file it is.
+ *    a kqueue for kevent().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,7 +43,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,9 +64,7 @@ typedef struct emu_knote {
 } emu_knote;
 
 typedef struct emu_kq {
-    int fd;
-    dev_t dev; /* identity of the memfd: tells a live kqueue from a closed and reused number */
-    ino_t ino;
+    int fd;           /* the kqueue's descriptor: an epoll set mirroring the enabled knotes */
     emu_knote *notes; /* dense: [0, count) */
     size_t count, cap;
     size_t *slot; /* slot[2 * fd + (filter == EVFILT_WRITE)]: index + 1 in notes, or 0 */
@@ -65,17 +73,26 @@ typedef struct emu_kq {
     size_t cursor;       /* where the next scan starts, so that ready knotes take turns */
 } emu_kq;
 
-/* The kqueues by descriptor. A kqueue closed with close() stays here until its number is given
- * to a new kqueue, so its memory remains reachable rather than leaked. */
+/* The kqueues by descriptor. A kqueue closed with close() stays here until the next kqueue()
+ * notices, so its memory remains reachable rather than leaked. */
 static pthread_mutex_t emu_lock = PTHREAD_MUTEX_INITIALIZER;
 static emu_kq **emu_table;
 static size_t emu_table_len;
 static pthread_once_t emu_once = PTHREAD_ONCE_INIT;
+static int emu_tag = -1;
 
 static int emu_same_file(int fd, dev_t dev, ino_t ino)
 {
     struct stat sb;
     return fstat(fd, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino;
+}
+
+/* Whether descriptor fd is an emulated kqueue: an epoll set that contains the tag. Its number
+ * says which: kqueue() records a new kqueue under its number, replacing any closed one. */
+static int emu_is_kq(int fd)
+{
+    struct epoll_event ev = {.events = 0, .data.fd = -1};
+    return emu_tag >= 0 && epoll_ctl(fd, EPOLL_CTL_MOD, emu_tag, &ev) == 0;
 }
 
 static void emu_kq_free(emu_kq *kq)
@@ -107,7 +124,7 @@ static void emu_child(void)
         if (kq == NULL) {
             continue;
         }
-        if (emu_same_file(kq->fd, kq->dev, kq->ino)) {
+        if (emu_is_kq(kq->fd)) {
             close(kq->fd);
         }
         emu_kq_free(kq);
@@ -118,14 +135,31 @@ static void emu_child(void)
 
 static void emu_setup(void)
 {
+    if (emu_tag < 0) {
+        emu_tag = eventfd(0, EFD_CLOEXEC);
+    }
     pthread_atfork(emu_prefork, emu_parent, emu_child);
+}
+
+/* The tag is opened before main(), so that it is already there when a program first counts its
+ * descriptors, and is never closed. */
+__attribute__((constructor)) static void emu_open_tag(void)
+{
+    pthread_once(&emu_once, emu_setup);
 }
 
 /* ---- the table of kqueues --------------------------------------------------------------- */
 
-/* Records kq under its descriptor; the lock is held. Returns 0 or ENOMEM. */
+/* Records kq under its descriptor, and frees the kqueues closed since; the lock is held. Returns
+ * 0 or ENOMEM. */
 static int emu_table_put(emu_kq *kq)
 {
+    for (size_t i = 0; i < emu_table_len; i++) {
+        if (emu_table[i] != NULL && !emu_is_kq((int)i)) {
+            emu_kq_free(emu_table[i]);
+            emu_table[i] = NULL;
+        }
+    }
     size_t need = (size_t)kq->fd + 1;
     if (need > emu_table_len) {
         size_t len = emu_table_len ? emu_table_len : 16;
@@ -141,7 +175,7 @@ static int emu_table_put(emu_kq *kq)
         emu_table_len = len;
     }
     if (emu_table[kq->fd] != NULL) {
-        emu_kq_free(emu_table[kq->fd]); /* a kqueue closed earlier; its number was reused */
+        emu_kq_free(emu_table[kq->fd]); /* closed, and its number given to this new kqueue */
     }
     emu_table[kq->fd] = kq;
     return 0;
@@ -155,7 +189,7 @@ static emu_kq *emu_lookup(int fd)
     if (fd >= 0 && (size_t)fd < emu_table_len) {
         kq = emu_table[fd];
     }
-    if (kq != NULL && !emu_same_file(fd, kq->dev, kq->ino)) {
+    if (kq != NULL && !emu_is_kq(fd)) {
         kq = NULL;
     }
     pthread_mutex_unlock(&emu_lock);
@@ -170,11 +204,11 @@ int kqueue(void)
         errno = ENOMEM;
         return -1;
     }
-    /* No MFD_CLOEXEC: kqueue() does not set close-on-exec either. */
-    kq->fd = memfd_create("kqueue-emu", 0);
-    struct stat sb;
-    if (kq->fd < 0 || fstat(kq->fd, &sb) < 0) {
-        int err = errno;
+    /* The descriptor is not close-on-exec: kqueue() does not set that either. */
+    kq->fd = emu_tag < 0 ? -1 : epoll_create1(0);
+    struct epoll_event ev = {.events = 0, .data.fd = -1};
+    if (kq->fd < 0 || epoll_ctl(kq->fd, EPOLL_CTL_ADD, emu_tag, &ev) < 0) {
+        int err = emu_tag < 0 ? EMFILE : errno;
         if (kq->fd >= 0) {
             close(kq->fd);
         }
@@ -182,8 +216,6 @@ int kqueue(void)
         errno = err;
         return -1;
     }
-    kq->dev = sb.st_dev;
-    kq->ino = sb.st_ino;
     pthread_mutex_lock(&emu_lock);
     int err = emu_table_put(kq);
     pthread_mutex_unlock(&emu_lock);
@@ -279,35 +311,83 @@ static emu_knote *emu_attach(emu_kq *kq, const struct kevent *ch, const struct s
     return kn;
 }
 
-/* Applies one change; returns 0 or the errno it fails with (FreeBSD: kqueue_register). */
-static int emu_register(emu_kq *kq, const struct kevent *ch)
+/* ---- the mirror: what makes the kqueue descriptor readable ------------------------------- */
+
+static int emu_is_vnode(const emu_knote *kn)
 {
-    if (ch->filter != EVFILT_READ && ch->filter != EVFILT_WRITE) {
-        return EINVAL; /* FreeBSD: an unknown filter */
+    return S_ISREG(kn->type) || S_ISDIR(kn->type);
+}
+
+/* What kn adds to its descriptor's registration in the mirror. */
+static uint32_t emu_mirror_events(const emu_knote *kn)
+{
+    if (kn->disabled || emu_is_vnode(kn)) {
+        return 0;
     }
-    if (ch->flags & (EV_ONESHOT | EV_CLEAR | EV_DISPATCH)) {
-        return EOPNOTSUPP; /* not emulated */
+    return kn->kev.filter == EVFILT_READ ? (uint32_t)(EPOLLIN | EPOLLRDHUP) : (uint32_t)EPOLLOUT;
+}
+
+/* The events the mirror should hold for descriptor ident, from its knotes. */
+static uint32_t emu_mirror_want(emu_kq *kq, uintptr_t ident)
+{
+    uint32_t want = 0;
+    const emu_knote *kn = emu_find(kq, ident, EVFILT_READ);
+    if (kn != NULL) {
+        want |= emu_mirror_events(kn);
     }
-    /* FreeBSD looks the descriptor up for every action, delete included: EBADF if not open. */
-    struct stat sb;
-    if (ch->ident > INT_MAX || fstat((int)ch->ident, &sb) < 0) {
-        return EBADF;
+    kn = emu_find(kq, ident, EVFILT_WRITE);
+    if (kn != NULL) {
+        want |= emu_mirror_events(kn);
     }
-    if (sb.st_dev == kq->dev && sb.st_ino == kq->ino) {
-        return EINVAL; /* FreeBSD: a kqueue cannot watch itself */
+    return want;
+}
+
+/* Brings ident's registration in the mirror from `had` to what its knotes want now. */
+static void emu_mirror(emu_kq *kq, uintptr_t ident, uint32_t had)
+{
+    uint32_t want = emu_mirror_want(kq, ident);
+    int fd = (int)ident;
+    if (want == had) {
+        return;
     }
+    if (want == 0) {
+        (void)epoll_ctl(kq->fd, EPOLL_CTL_DEL, fd, NULL);
+        return;
+    }
+    /* A registration may be left from an earlier file on this number (EEXIST), or gone with its
+     * file (ENOENT): the other operation then does it. */
+    struct epoll_event ev = {.events = want, .data.fd = fd};
+    if (epoll_ctl(kq->fd, had ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) {
+        (void)epoll_ctl(kq->fd, had ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+    }
+}
+
+/* Drops the knotes of ident that belong to a file other than sb's: the descriptor was closed,
+ * which would have removed them. Their registration in the mirror went with the file, unless a
+ * dup keeps that open (see the top of the file). */
+static void emu_forget_stale(emu_kq *kq, uintptr_t ident, const struct stat *sb)
+{
+    static const short filters[] = {EVFILT_READ, EVFILT_WRITE};
+    for (size_t f = 0; f < 2; f++) {
+        emu_knote *kn = emu_find(kq, ident, filters[f]);
+        if (kn != NULL && (kn->dev != sb->st_dev || kn->ino != sb->st_ino)) {
+            emu_drop(kq, (size_t)(kn - kq->notes));
+        }
+    }
+}
+
+/* ---- changes ---------------------------------------------------------------------------- */
+
+/* emu_register() past the checks: finds, adds, deletes, enables or disables the knote. */
+static int emu_apply(emu_kq *kq, const struct kevent *ch, const struct stat *sb)
+{
     emu_knote *kn = emu_find(kq, ch->ident, ch->filter);
-    if (kn != NULL && (kn->dev != sb.st_dev || kn->ino != sb.st_ino)) {
-        /* The descriptor was closed and now names another file: close() removed the knote. */
-        emu_drop(kq, (size_t)(kn - kq->notes));
-        kn = NULL;
-    }
     if (kn == NULL && !(ch->flags & EV_ADD)) {
         return ENOENT;
     }
     if (ch->flags & EV_ADD) {
         if (kn == NULL) {
-            kn = emu_attach(kq, ch, &sb);
+            kn = emu_attach(kq, ch, sb);
             if (kn == NULL) {
                 return ENOMEM;
             }
@@ -327,12 +407,32 @@ static int emu_register(emu_kq *kq, const struct kevent *ch)
     return 0;
 }
 
-/* ---- waiting ---------------------------------------------------------------------------- */
-
-static int emu_is_vnode(const emu_knote *kn)
+/* Applies one change; returns 0 or the errno it fails with (FreeBSD: kqueue_register). */
+static int emu_register(emu_kq *kq, const struct kevent *ch)
 {
-    return S_ISREG(kn->type) || S_ISDIR(kn->type);
+    if (ch->filter != EVFILT_READ && ch->filter != EVFILT_WRITE) {
+        return EINVAL; /* FreeBSD: an unknown filter */
+    }
+    if (ch->flags & (EV_ONESHOT | EV_CLEAR | EV_DISPATCH)) {
+        return EOPNOTSUPP; /* not emulated */
+    }
+    /* FreeBSD looks the descriptor up for every action, delete included: EBADF if not open. */
+    struct stat sb;
+    if (ch->ident > INT_MAX || fstat((int)ch->ident, &sb) < 0) {
+        return EBADF;
+    }
+    if ((int)ch->ident == kq->fd) {
+        return EINVAL; /* FreeBSD: a kqueue cannot watch itself */
+    }
+    /* A knote of an earlier file on this number: close() would have removed it. */
+    emu_forget_stale(kq, ch->ident, &sb);
+    uint32_t had = emu_mirror_want(kq, ch->ident);
+    int err = emu_apply(kq, ch, &sb);
+    emu_mirror(kq, ch->ident, had);
+    return err;
 }
+
+/* ---- waiting ---------------------------------------------------------------------------- */
 
 /*
  * Regular files and directories are not polled. kqueue(2), EVFILT_READ on vnodes: "Returns when
@@ -463,8 +563,8 @@ static struct timespec emu_now(void)
 static struct timespec emu_left(struct timespec deadline)
 {
     struct timespec now = emu_now();
-    long long ns = (long long)(deadline.tv_sec - now.tv_sec) * NSEC_PER_SEC +
-                   (deadline.tv_nsec - now.tv_nsec);
+    long long ns =
+        (long long)(deadline.tv_sec - now.tv_sec) * NSEC_PER_SEC + (deadline.tv_nsec - now.tv_nsec);
     if (ns < 0) {
         ns = 0;
     }
