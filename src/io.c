@@ -201,7 +201,12 @@ static void aev__fd_sync(aev_loop *loop, int fd)
         return;
     }
     if (rc < 0) {
+        /* The change list has one slot per fd and this fd's was used up in this flush: keep the
+         * stops from listing it again, then drop whatever the backend still holds for it. */
+        e->flags |= AEV__FD_CHANGED;
         aev__fd_fail(loop, fd, rc, AEV_ERROP_WATCH);
+        e->flags &= (uint8_t)~AEV__FD_CHANGED;
+        aev__fd_sync(loop, fd);
         return;
     }
     e->kernel = (uint8_t)wanted;
@@ -209,7 +214,6 @@ static void aev__fd_sync(aev_loop *loop, int fd)
 
 void aev__io_flush(aev_loop *loop)
 {
-    /* Failing watchers re-append their fd while this runs; the index loop picks that up. */
     for (uint32_t i = 0; i < loop->nchanges; i++)
         aev__fd_sync(loop, loop->changes[i]);
     loop->nchanges = 0;

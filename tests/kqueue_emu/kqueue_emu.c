@@ -601,8 +601,8 @@ static int emu_wait(emu_kq *kq, struct kevent *out, int nevents, const struct ti
     }
 }
 
-int kevent(int kqfd, const struct kevent *changelist, int nchanges, struct kevent *eventlist,
-           int nevents, const struct timespec *timeout)
+static int emu_kevent(int kqfd, const struct kevent *changelist, int nchanges,
+                      struct kevent *eventlist, int nevents, const struct timespec *timeout)
 {
     emu_kq *kq = emu_lookup(kqfd);
     if (kq == NULL) {
@@ -656,4 +656,19 @@ int kevent(int kqfd, const struct kevent *changelist, int nchanges, struct keven
         return -1;
     }
     return emu_wait(kq, eventlist, nevents, timeout);
+}
+
+int kevent(int kqfd, const struct kevent *changelist, int nchanges, struct kevent *eventlist,
+           int nevents, const struct timespec *timeout)
+{
+    int rc = emu_kevent(kqfd, changelist, nchanges, eventlist, nevents, timeout);
+    /* A closed kqueue is freed later by whichever thread's kqueue() notices it: close() itself
+     * is invisible here. Passing through the lock after every use orders this thread's last use
+     * before that free (the descriptor's reuse orders them in the kernel, but not for the
+     * memory model or ThreadSanitizer). */
+    int saved = errno;
+    pthread_mutex_lock(&emu_lock);
+    pthread_mutex_unlock(&emu_lock);
+    errno = saved;
+    return rc;
 }
