@@ -30,6 +30,20 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * ThreadSanitizer defers a signal that arrives outside a blocking call it knows about and
+ * delivers it at its next interceptor. It has no interceptor for epoll_pwait2 (clang 14), so a
+ * signal deferred just before that call would wait for the call to return, and a loop whose
+ * wakeup depends on that handler would sleep on. Under TSan the intercepted epoll_wait is used.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define AEV__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AEV__TSAN 1
+#endif
+#endif
+
 /* The events array starts small and doubles after a wait that filled it, up to this size. */
 #define EPOLL_EVENTS_MIN 64
 #define EPOLL_EVENTS_MAX 4096
@@ -142,7 +156,7 @@ static int epoll_timeout_ms(int64_t timeout)
 /* Waits for events; returns their count or -1 with errno set. */
 static int epoll_wait_events(epoll_state *st, int64_t timeout)
 {
-#ifdef AEV_HAVE_EPOLL_PWAIT2
+#if defined(AEV_HAVE_EPOLL_PWAIT2) && !defined(AEV__TSAN)
     if (!st->no_pwait2) {
         struct timespec ts = {0};
         if (timeout >= 0) {
