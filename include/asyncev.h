@@ -11,7 +11,7 @@
  *  - Time is a signed 64-bit count of nanoseconds (aev_time_t). Intervals are exact integers, so
  *    repeating timers do not drift by rounding, and the range (+-292 years) is ample.
  *  - A loop belongs to one thread at a time. The only functions that may be called from another
- *    thread, or from a signal handler, are aev_async_send() and aev_async_sent().
+ *    thread, or from a signal handler, are aev_async_send(), aev_async_sent() and aev_post().
  */
 #ifndef ASYNCEV_H
 #define ASYNCEV_H

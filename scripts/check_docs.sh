@@ -41,3 +41,40 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     exit 1
 fi
 echo "docs: $total of $total public functions documented"
+
+# Every public function must have its man page in docs/man/, and the committed pages must be what
+# scripts/gen_man.sh makes from the header and docs/api.md now (regenerate and compare).
+man_dir=docs/man
+man_missing=()
+for name in "${names[@]}"; do
+    if [[ ! -f $man_dir/$name.3 ]]; then
+        man_missing+=("$name")
+    fi
+done
+if [[ ${#man_missing[@]} -gt 0 ]]; then
+    echo "docs: ${#man_missing[@]} of $total public functions have no page in $man_dir:" >&2
+    printf '  %s\n' "${man_missing[@]}" >&2
+    exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if ! sh scripts/gen_man.sh "$tmp" >&2; then
+    echo "docs: scripts/gen_man.sh failed" >&2
+    exit 1
+fi
+if ! diff -r "$man_dir" "$tmp" >&2; then
+    echo "docs: $man_dir is out of date: run scripts/gen_man.sh and commit the result" >&2
+    exit 1
+fi
+# The pages must render without warnings, where groff is installed.
+if command -v groff >/dev/null 2>&1; then
+    for page in "$man_dir"/*.3; do
+        warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1)
+        if [[ -n $warnings ]]; then
+            echo "docs: $page: $warnings" >&2
+            exit 1
+        fi
+    done
+fi
+echo "docs: $total of $total public functions have an up-to-date man page in $man_dir"
