@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the test matrix, each configuration in its own build directory under ./build:
 #   ci-plain  gcc, -Werror: every test, then the install is used by outside programs
-#             (examples/showcase.c through pkg-config, tests/consumer through find_package)
+#             (examples/showcase.c through pkg-config, tests/consumer through find_package), and
+#             the Debian package from `cpack -G DEB` is installed with dpkg, used the same way
+#             from /usr, and removed (as root only; skipped otherwise)
 #   ci-asan   gcc, AddressSanitizer + UndefinedBehaviorSanitizer, -Werror: every test
 #   ci-tsan   clang, ThreadSanitizer, -Werror: the tests labelled "thread"
 # Every configuration runs even if an earlier one failed; a summary follows, and the exit status
@@ -64,7 +66,8 @@ check_install()
     local prefix=$dir/prefix
     echo "==> installing $dir into $prefix"
     rm -rf "$prefix"
-    # The prefix was given at configure time: asyncev.pc records it then.
+    # The prefix was given at configure time (asyncev.pc is written at install time, so
+    # `--prefix` would work too).
     cmake --install "$dir" >/dev/null || return 1
     local pcdir=$prefix/lib/pkgconfig
     echo "==> examples/showcase.c via pkg-config ($pcdir)"
@@ -83,6 +86,130 @@ check_install()
     fi
 }
 
+# The Debian package must work from the system paths alone: `cpack -G DEB` in DIR, `dpkg -i`,
+# then examples/showcase.c through a plain `pkg-config --cflags --libs asyncev`, tests/consumer
+# through find_package() without CMAKE_PREFIX_PATH and tests/consumer_make (pkg-config and a
+# Makefile, shared and static); at the end, whatever happened, `dpkg --purge` (-r, and forget
+# the package) leaves the machine as it was. Returns 2 (skipped) where packages cannot be
+# installed: not root, or no dpkg.
+check_deb()
+{
+    local dir=$1 pkg=libasyncev-dev
+    local out=$dir/deb
+    if [ "$(id -u)" -ne 0 ] || ! command -v dpkg >/dev/null 2>&1 ||
+        ! command -v cpack >/dev/null 2>&1; then
+        echo "==> SKIPPING the Debian package stage: it needs root, dpkg and cpack" \
+            "(uid $(id -u); dpkg: $(command -v dpkg || echo missing))"
+        return 2
+    fi
+    echo "==> cpack -G DEB in $dir"
+    rm -rf "$out"
+    mkdir -p "$out"
+    (cd "$dir" && cpack -G DEB -B "$out/cpack") >"$out/cpack.log" 2>&1 || {
+        cat "$out/cpack.log"
+        return 1
+    }
+    local debs=("$out"/cpack/*.deb)
+    if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
+        echo "error: expected one .deb in $out/cpack, found: ${debs[*]}" >&2
+        return 1
+    fi
+    local deb=${debs[0]} version
+    version=$(dpkg-deb --field "$deb" Version) || return 1
+    dpkg-deb --field "$deb" Package Version Architecture Depends Maintainer | sed 's/^/    /'
+
+    # The whole install/use/remove sequence runs in a subshell whose EXIT trap removes the
+    # package. A lock keeps two runs on one machine from removing each other's install.
+    (
+        exec 9>/tmp/libasyncev-deb-stage.lock
+        if command -v flock >/dev/null 2>&1 && ! flock -w 300 9; then
+            echo "error: another run holds /tmp/libasyncev-deb-stage.lock" >&2
+            exit 1
+        fi
+        if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$'; then
+            echo "error: $pkg is already installed; this stage installs and removes it:" \
+                "run 'dpkg --purge $pkg' first if it is a leftover" >&2
+            exit 1
+        fi
+        # --purge is dpkg -r that also forgets the package, leaving no "rc" entry behind.
+        trap 'echo "==> dpkg --purge $pkg"; dpkg --purge "$pkg" >/dev/null ||
+              echo "warning: dpkg --purge $pkg failed; remove it by hand" >&2' EXIT
+        echo "==> dpkg -i $(basename "$deb")"
+        dpkg -i "$deb" >/dev/null || exit 1
+        # Nothing but the system's default search paths from here on.
+        unset PKG_CONFIG_PATH PKG_CONFIG_LIBDIR CMAKE_PREFIX_PATH LD_LIBRARY_PATH LIBRARY_PATH \
+            CPATH C_INCLUDE_PATH
+
+        local libdir prefix
+        prefix=$(pkg-config --variable=prefix asyncev) || exit 1
+        libdir=$(pkg-config --variable=libdir asyncev) || exit 1
+        if [ "$prefix" != /usr ] || [ "$(pkg-config --modversion asyncev)" != "$version" ]; then
+            echo "error: pkg-config finds asyncev $(pkg-config --modversion asyncev) in" \
+                "$prefix, not the package's $version in /usr" >&2
+            exit 1
+        fi
+        # The real file, its SONAME link and the development link, all from the package.
+        local major=${version%%.*} f
+        for f in "$libdir/libasyncev.so.$version" "$libdir/libasyncev.so.$major" \
+            "$libdir/libasyncev.so" "$libdir/libasyncev.a" /usr/include/asyncev.h \
+            "$libdir/pkgconfig/asyncev.pc" "$libdir/cmake/asyncev/asyncevConfig.cmake"; do
+            dpkg -S "$f" >/dev/null 2>&1 || {
+                echo "error: $f is not installed by $pkg" >&2
+                exit 1
+            }
+        done
+        if ! readelf -d "$libdir/libasyncev.so.$version" |
+            grep -q "SONAME.*\[libasyncev\.so\.$major\]"; then
+            echo "error: $libdir/libasyncev.so.$version has no SONAME libasyncev.so.$major" >&2
+            exit 1
+        fi
+
+        echo "==> examples/showcase.c via pkg-config from /usr"
+        # shellcheck disable=SC2046 # pkg-config's output is meant to be split into words
+        gcc -O2 -Wall -Wextra -Werror $(pkg-config --cflags asyncev) -o "$out/showcase" \
+            "$root/examples/showcase.c" $(pkg-config --libs asyncev) -pthread || exit 1
+        # The program must run on the packaged library, found without any extra path. (With a
+        # merged /usr, the loader may name it /lib/...: compare the files, not the names.)
+        local loaded
+        loaded=$(ldd "$out/showcase" |
+            sed -n "s/^[[:space:]]*libasyncev\.so\.$major => \([^ ]*\).*/\1/p")
+        if [ -z "$loaded" ] || [ "$(readlink -f "$loaded")" != \
+            "$(readlink -f "$libdir/libasyncev.so.$version")" ]; then
+            echo "error: showcase does not load the packaged $libdir/libasyncev.so.$version:" >&2
+            ldd "$out/showcase" >&2
+            exit 1
+        fi
+        "$out/showcase" || exit 1
+
+        echo "==> tests/consumer_make (pkg-config, Makefile) from /usr"
+        make -B -s -C "$root/tests/consumer_make" OUT="$out" || exit 1
+        "$out/consumer_pc" || exit 1
+        "$out/consumer_pc_static" || exit 1
+        if ldd "$out/consumer_pc_static" | grep -q libasyncev; then
+            echo "error: consumer_pc_static loads libasyncev.so: not linked statically" >&2
+            exit 1
+        fi
+
+        echo "==> tests/consumer via find_package(asyncev) from /usr"
+        cmake -S "$root/tests/consumer" -B "$out/consumer" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+            >/dev/null || exit 1
+        local found
+        found=$(sed -n 's/^asyncev_DIR:PATH=//p' "$out/consumer/CMakeCache.txt")
+        if [ "$found" != "$libdir/cmake/asyncev" ]; then
+            echo "error: find_package found asyncev in '$found', not $libdir/cmake/asyncev" >&2
+            exit 1
+        fi
+        cmake --build "$out/consumer" -j "$jobs" >/dev/null || exit 1
+        "$out/consumer/consumer" || exit 1
+        "$out/consumer/consumer_static" || exit 1
+    ) || return 1
+    # The trap ran: nothing of the package may be left, not even dpkg's record of it.
+    if dpkg-query -W "$pkg" >/dev/null 2>&1 || [ -e /usr/include/asyncev.h ]; then
+        echo "error: $pkg is still known to dpkg after dpkg --purge" >&2
+        return 1
+    fi
+}
+
 # ---- plain ----------------------------------------------------------------------------------
 plain=$root/build/ci-plain
 # The benchmarks are built here too and smoke-tested with a tiny count (label bench): whichever
@@ -96,6 +223,13 @@ if configure_and_build "$plain" gcc -DAEV_WERROR=ON -DAEV_BENCH=ON \
     rc=0
     check_install "$plain" || rc=$?
     record "plain: install, showcase via pkg-config, consumer via find_package" "$rc"
+    rc=0
+    check_deb "$plain" || rc=$?
+    if [ "$rc" -eq 2 ]; then
+        summary+=("SKIP  plain: .deb stage (needs root and dpkg)")
+    else
+        record "plain: cpack -G DEB, dpkg -i, consumers from /usr, dpkg --purge" "$rc"
+    fi
 else
     record "plain: build (gcc, -Werror)" 1
 fi
