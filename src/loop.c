@@ -167,23 +167,8 @@ int aev_loop_destroy(aev_loop *loop)
     return 0;
 }
 
-int aev_loop_fork(aev_loop *loop)
-{
-    if (!loop)
-        return -EINVAL;
-    loop->fork_gen = aev__fork_generation();
-    loop->forked = 1;
-    int rc = loop->backend->reinit(loop);
-    if (rc < 0)
-        return rc;
-    loop->backend_gen++;
-    aev__io_resubmit_all(loop);
-    loop->rebuild = 0;
-    aev__stat_fork(loop);
-    return aev__wakeup_reinit(loop);
-}
-
-/* Recreates the backend when it holds registrations that cannot be removed one by one. */
+/* Recreates the backend's kernel object and registers every watched fd again: after fork, or
+ * when it holds registrations that cannot be removed one by one. */
 static int aev__rebuild(aev_loop *loop)
 {
     int rc = loop->backend->reinit(loop);
@@ -193,6 +178,19 @@ static int aev__rebuild(aev_loop *loop)
     aev__io_resubmit_all(loop);
     loop->rebuild = 0;
     return 0;
+}
+
+int aev_loop_fork(aev_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->fork_gen = aev__fork_generation();
+    loop->forked = 1;
+    int rc = aev__rebuild(loop);
+    if (rc < 0)
+        return rc;
+    aev__stat_fork(loop);
+    return aev__wakeup_reinit(loop);
 }
 
 /* In a fork child: rebuild kernel state (unless the program did it with aev_loop_fork()), then
