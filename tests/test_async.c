@@ -88,20 +88,6 @@ ssize_t read(int fd, void *buf, size_t n)
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* What a callback saw; attached to the watcher through its data pointer. */
 typedef struct rec {
     int calls;
@@ -172,7 +158,7 @@ typedef struct delayed_send {
 static void *delayed_send_thread(void *p)
 {
     delayed_send *d = p;
-    sleep_ms(d->delay_ms);
+    aevt_sleep_ms(d->delay_ms);
     atomic_store(&d->rc, aev_async_send(d->a));
     return NULL;
 }
@@ -375,14 +361,14 @@ static void test_full_wakeup_pipe_never_blocks(void **state)
     start_guard(&guard, loop, AEV_SEC(5), &a.base);
     delayed_send d = {.a = &a, .delay_ms = 50};
     pthread_t th;
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     assert_int_equal(pthread_create(&th, NULL, delayed_send_thread, &d), 0);
     assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(atomic_load(&d.rc), 0);
     assert_int_equal(guard_fired, 0);
     assert_int_equal(r.calls, 1);
-    assert_true(mono_ns() - t0 < AEV_SEC(4));
+    assert_true(aevt_mono_ns() - t0 < AEV_SEC(4));
     /* The loop drained every byte, its own and ours. */
     char c;
     assert_int_equal(read(rfd, &c, 1), -1);
@@ -400,11 +386,11 @@ static void test_send_never_blocks_without_loop(void **state)
     start_async(&a, loop, &r);
 
     sender_arg s = {.a = &a, .n = 200000};
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, send_n_thread, &s), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
     assert_int_equal(atomic_load(&s.failures), 0);
     /* 200000 sends that mostly do one atomic exchange; seconds would mean something blocked. */
     assert_true(elapsed < AEV_SEC(10));
@@ -756,7 +742,7 @@ static void test_1000_watchers_random_subset(void **state)
         assert_int_equal(aev_async_start(&a[i]), 0);
     }
 
-    uint64_t seed = (uint64_t)mono_ns() | 1;
+    uint64_t seed = (uint64_t)aevt_mono_ns() | 1;
     uint64_t rng = seed;
     for (int k = 0; k < K;) {
         int i = (int)(xorshift(&rng) % N);
@@ -917,10 +903,10 @@ static void test_send_from_prepare_does_not_sleep(void **state)
     start_guard(&guard, loop, AEV_SEC(3), NULL);
 
     unsigned long w0 = tl_writes;
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int i = 0; i < 3 && r.calls == 0 && guard_fired == 0; i++)
         aev_run(loop, AEV_RUN_ONCE);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
     assert_int_equal(tl_writes - w0, 0);
     assert_int_equal(guard_fired, 0);
     assert_int_equal(r.calls, 1);
@@ -1007,7 +993,7 @@ typedef struct killer_arg {
 static void *killer_thread(void *p)
 {
     killer_arg *k = p;
-    sleep_ms(k->delay_ms);
+    aevt_sleep_ms(k->delay_ms);
     atomic_store(&k->rc, pthread_kill(k->target, SIGUSR1));
     return NULL;
 }
@@ -1028,10 +1014,10 @@ static void test_signal_handler_send_wakes_blocked_loop(void **state)
     killer_arg k = {.target = pthread_self(), .delay_ms = 100};
     pthread_t th;
     atomic_store(&clobber_errno, 1);
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     assert_int_equal(pthread_create(&th, NULL, killer_thread, &k), 0);
     int rc = aev_run(loop, AEV_RUN_DEFAULT);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
     atomic_store(&clobber_errno, 0);
     assert_int_equal(pthread_join(th, NULL), 0);
 
@@ -1146,10 +1132,10 @@ static void test_loop_thread_sends_in_blocking_run_never_write(void **state)
 
     unsigned long w0 = tl_writes;
     assert_int_equal(aev_async_send(&a), 0);
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int i = 0; i < 4 && rb.calls == 0 && guard_fired == 0; i++)
         assert_int_equal(aev_run(loop, AEV_RUN_ONCE), 1);
-    assert_true(mono_ns() - t0 < AEV_SEC(4));
+    assert_true(aevt_mono_ns() - t0 < AEV_SEC(4));
     assert_int_equal(guard_fired, 0);
     assert_int_equal(rb.calls, 1);
     if (s.writes != 0)
@@ -1186,7 +1172,7 @@ static void budget_cb(aev_watcher *w, unsigned events)
 static void *budget_thread(void *p)
 {
     budget *b = p;
-    sleep_ms(b->delay_ms); /* long enough for the loop to be blocked in its backend */
+    aevt_sleep_ms(b->delay_ms); /* long enough for the loop to be blocked in its backend */
     unsigned long w0 = tl_writes;
     for (int i = 0; i < b->n; i++) {
         if (aev_async_send(&b->a) != 0)
@@ -1250,8 +1236,8 @@ static void busy_a_cb(aev_watcher *w, unsigned events)
     (void)events;
     busy *s = w->data;
     atomic_store(&s->go, 1);
-    int64_t deadline = mono_ns() + AEV_SEC(5);
-    while (!atomic_load(&s->sent_all) && mono_ns() < deadline)
+    int64_t deadline = aevt_mono_ns() + AEV_SEC(5);
+    while (!atomic_load(&s->sent_all) && aevt_mono_ns() < deadline)
         sched_yield();
     s->helper_finished_in_cb = atomic_load(&s->sent_all) != 0;
     assert_int_equal(aev_async_stop(&s->a), 0);
@@ -1269,8 +1255,8 @@ static void busy_b_cb(aev_watcher *w, unsigned events)
 static void *busy_thread(void *p)
 {
     busy *s = p;
-    int64_t deadline = mono_ns() + AEV_SEC(5);
-    while (!atomic_load(&s->go) && mono_ns() < deadline)
+    int64_t deadline = aevt_mono_ns() + AEV_SEC(5);
+    while (!atomic_load(&s->go) && aevt_mono_ns() < deadline)
         sched_yield();
     unsigned long w0 = tl_writes;
     for (int i = 0; i < 1000; i++)
@@ -1320,7 +1306,7 @@ typedef struct errno_send {
 static void *errno_send_thread(void *p)
 {
     errno_send *e = p;
-    sleep_ms(100); /* the loop is blocked in its backend by now */
+    aevt_sleep_ms(100); /* the loop is blocked in its backend by now */
     unsigned long w0 = tl_writes;
     errno = 4321;
     int rc = aev_async_send(e->a);
@@ -1426,19 +1412,19 @@ static int fork_child(aev_loop *loop, aev_async *a, bool explicit_fork)
 static int wait_child(pid_t pid)
 {
     int status = 0;
-    int64_t deadline = mono_ns() + AEV_SEC(20);
+    int64_t deadline = aevt_mono_ns() + AEV_SEC(20);
     for (;;) {
         pid_t got = waitpid(pid, &status, WNOHANG);
         if (got == pid)
             break;
         if (got < 0)
             fail_msg("waitpid: %s", strerror(errno));
-        if (mono_ns() > deadline) {
+        if (aevt_mono_ns() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             fail_msg("child did not exit within 20 s");
         }
-        sleep_ms(10);
+        aevt_sleep_ms(10);
     }
     if (!WIFEXITED(status))
         fail_msg("child died abnormally (status 0x%x)", status);
@@ -1468,13 +1454,13 @@ static void run_fork_test(aev_loop *loop, bool explicit_fork)
     aev_timer t;
     assert_int_equal(aev_timer_init(&t, loop, timer_count_cb, AEV_MSEC(400), 0), 0);
     t.base.data = &timer_calls;
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     assert_int_equal(aev_timer_start(&t), 0);
     int64_t first_return = 0;
     for (int i = 0; i < 10 && timer_calls == 0; i++) {
         aev_run(loop, AEV_RUN_ONCE);
         if (first_return == 0)
-            first_return = mono_ns() - t0;
+            first_return = aevt_mono_ns() - t0;
     }
     assert_int_equal(timer_calls, 1);
     assert_int_equal(r.calls, 1);

@@ -49,20 +49,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static double scale_factor(void)
 {
     const char *s = getenv("AEVT_SCALE");
@@ -91,7 +77,7 @@ static bool wait_at_least(atomic_long *v, long want, atomic_int *aborted, int64_
             return true;
         if (atomic_load_explicit(aborted, memory_order_relaxed))
             return false;
-        if ((i & 63) == 63 && mono_ns() > deadline)
+        if ((i & 63) == 63 && aevt_mono_ns() > deadline)
             return false;
         sched_yield();
     }
@@ -105,7 +91,7 @@ static bool wait_at_least(atomic_long *v, long want, atomic_int *aborted, int64_
 typedef struct stall_guard {
     aev_timer t;
     int fired;
-    int64_t last_feed; /* mono_ns() of the last callback (or of the start) */
+    int64_t last_feed; /* aevt_mono_ns() of the last callback (or of the start) */
     int64_t quiet;     /* when fired: how long no callback had run */
     aev_async *watched[MAX_THREADS]; /* watchers whose `sent` flag is recorded when it fires */
     int nwatched;
@@ -119,7 +105,7 @@ static void stall_cb(aev_watcher *w, unsigned events)
     (void)events;
     stall_guard *g = (stall_guard *)w;
     g->fired++;
-    g->quiet = mono_ns() - g->last_feed;
+    g->quiet = aevt_mono_ns() - g->last_feed;
     for (int i = 0; i < g->nwatched; i++) {
         aev_async *a = g->watched[i];
         g->undelivered[i] = aev_async_sent(a) || aev_is_pending(&a->base);
@@ -132,7 +118,7 @@ static void stall_start(stall_guard *g, aev_loop *loop, void (*on_stall)(void *)
 {
     g->fired = 0;
     g->nwatched = 0;
-    g->last_feed = mono_ns();
+    g->last_feed = aevt_mono_ns();
     g->on_stall = on_stall;
     g->ctx = ctx;
     assert_int_equal(aev_timer_init(&g->t, loop, stall_cb, STALL, STALL), 0);
@@ -168,7 +154,7 @@ static const char *stall_describe(const stall_guard *g, char *buf, size_t size)
 
 static void stall_feed(stall_guard *g)
 {
-    g->last_feed = mono_ns();
+    g->last_feed = aevt_mono_ns();
     aev_timer_again(&g->t);
 }
 
@@ -202,7 +188,7 @@ static void wake_stall(void *ctx)
 static void *wake_thread(void *p)
 {
     wake *s = p;
-    sleep_ms(50);
+    aevt_sleep_ms(50);
     s->payload = 4242;
     atomic_store(&s->send_rc, aev_async_send(&s->a));
     return NULL;
@@ -220,10 +206,10 @@ static void test_thread_send_wakes_blocked_loop(void **state)
     stall_watch(&s->guard, &s->a);
 
     pthread_t th;
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     assert_int_equal(pthread_create(&th, NULL, wake_thread, s), 0);
     int rc = aev_run(loop, AEV_RUN_DEFAULT);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
     assert_int_equal(pthread_join(th, NULL), 0);
 
     char why[160];
@@ -328,12 +314,12 @@ static void test_ping_pong_two_loops(void **state)
     assert_int_equal(aev_async_send(&pp->side[0].a), 0);
 
     pthread_t th[2];
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&th[i], NULL, pp_thread, &pp->side[i]), 0);
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
 
     for (int i = 0; i < 2; i++) {
         pp_side *s = &pp->side[i];
@@ -444,7 +430,7 @@ static void run_lockstep(aev_loop *loop, int nthreads, long total_rounds)
     ls->loop = loop;
     ls->nthreads = nthreads;
     ls->rounds = total_rounds / nthreads;
-    ls->deadline = mono_ns() + TEST_DEADLINE;
+    ls->deadline = aevt_mono_ns() + TEST_DEADLINE;
     for (int t = 0; t < nthreads; t++) {
         ls_slot *s = &ls->slot[t];
         s->ls = ls;
@@ -458,13 +444,13 @@ static void run_lockstep(aev_loop *loop, int nthreads, long total_rounds)
         stall_watch(&ls->guard, &ls->slot[t].a);
 
     pthread_t th[MAX_THREADS];
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int t = 0; t < nthreads; t++)
         assert_int_equal(pthread_create(&th[t], NULL, ls_thread, &ls->slot[t]), 0);
     int rc = aev_run(loop, AEV_RUN_DEFAULT);
     for (int t = 0; t < nthreads; t++)
         assert_int_equal(pthread_join(th[t], NULL), 0);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
 
     char why[160];
     if (ls->guard.fired)
@@ -587,7 +573,7 @@ static void run_bursts(aev_loop *loop, int nthreads, long nbursts, long total_pe
     b->nthreads = nthreads;
     b->nbursts = nbursts;
     b->per_burst = total_per_burst / nthreads;
-    b->deadline = mono_ns() + TEST_DEADLINE;
+    b->deadline = aevt_mono_ns() + TEST_DEADLINE;
     for (int t = 0; t < nthreads; t++)
         b->sender[t].b = b;
     assert_int_equal(aev_async_init(&b->a, loop, bursts_cb), 0);
@@ -597,13 +583,13 @@ static void run_bursts(aev_loop *loop, int nthreads, long nbursts, long total_pe
     stall_watch(&b->guard, &b->a);
 
     pthread_t th[MAX_THREADS];
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int t = 0; t < nthreads; t++)
         assert_int_equal(pthread_create(&th[t], NULL, bursts_thread, &b->sender[t]), 0);
     int rc = aev_run(loop, AEV_RUN_DEFAULT);
     for (int t = 0; t < nthreads; t++)
         assert_int_equal(pthread_join(th[t], NULL), 0);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
 
     long sends = atomic_load(&b->sends);
     char why[160];
@@ -724,13 +710,13 @@ static void test_many_watchers_many_threads(void **state)
         stall_watch(&m->guard, &m->slot[t].a);
 
     pthread_t th[MAX_THREADS];
-    int64_t t0 = mono_ns();
+    int64_t t0 = aevt_mono_ns();
     for (int t = 0; t < MAX_THREADS; t++)
         assert_int_equal(pthread_create(&th[t], NULL, many_thread, &m->slot[t]), 0);
     int rc = aev_run(loop, AEV_RUN_DEFAULT);
     for (int t = 0; t < MAX_THREADS; t++)
         assert_int_equal(pthread_join(th[t], NULL), 0);
-    int64_t elapsed = mono_ns() - t0;
+    int64_t elapsed = aevt_mono_ns() - t0;
 
     long total = 0;
     for (int t = 0; t < MAX_THREADS; t++) {
@@ -835,7 +821,7 @@ static void test_sends_race_with_stop_start(void **state)
     toggle *s = calloc(1, sizeof(*s));
     assert_non_null(s);
     s->n = scaled(30000, 2000);
-    s->deadline = mono_ns() + TEST_DEADLINE;
+    s->deadline = aevt_mono_ns() + TEST_DEADLINE;
     assert_int_equal(aev_async_init(&s->a, loop, toggle_async_cb), 0);
     assert_int_equal(aev_prepare_init(&s->prep, loop, toggle_hook_cb), 0);
     assert_int_equal(aev_check_init(&s->check, loop, toggle_hook_cb), 0);

@@ -154,13 +154,6 @@ static void guard_stop(aev_timer *g, aev_loop *loop)
     guard_check();
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* Another thread that acts after a delay, while the outer loop is blocked. */
 typedef struct delayed {
     long ms;
@@ -171,7 +164,7 @@ typedef struct delayed {
 static void *delayed_main(void *arg)
 {
     delayed *d = arg;
-    sleep_ms(d->ms);
+    aevt_sleep_ms(d->ms);
     if (d->fd >= 0) {
         ssize_t n = write(d->fd, "x", 1);
         (void)n;

@@ -76,13 +76,6 @@ static int calls_of(int id)
     return n;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static void set_id(aev_watcher *w, int id)
 {
     w->data = (void *)(intptr_t)id;
@@ -492,7 +485,7 @@ static void test_phase_order(void **state)
     set_id(&t.base, 2);
     assert_int_equal(aev_timer_start(&t), 0);
     ready_start(&r, loop, 1, 0);
-    sleep_ms(1);
+    aevt_sleep_ms(1);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
     assert_int_equal(g_nlog, 3);
     for (int k = 0; k < 3; k++) {
@@ -611,7 +604,7 @@ static aev_time_t g_prepare_end;
 static void slow_prepare_cb(aev_watcher *w, unsigned events)
 {
     log_call(w, events);
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     g_prepare_end = aev_time();
 }
 

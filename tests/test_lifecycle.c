@@ -25,13 +25,6 @@ static void log_cb(aev_watcher *w, unsigned events)
     g_n++;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* ---- cleanup ------------------------------------------------------------------------------- */
 
 static void test_cleanup_runs_at_destroy_newest_first(void **state)
@@ -208,10 +201,10 @@ static void test_suspended_time_does_not_count(void **state)
     assert_int_equal(aev_timer_init(&t, loop, stamp_cb, after, 0), 0);
     aev_time_t before_start = aev_time();
     assert_int_equal(aev_timer_start(&t), 0);
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     aev_suspend(loop);
     aev_time_t after_suspend = aev_time();
-    sleep_ms(150); /* longer than the timer's whole delay */
+    aevt_sleep_ms(150); /* longer than the timer's whole delay */
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), -EBUSY);
     aev_time_t before_resume = aev_time();
     aev_resume(loop);

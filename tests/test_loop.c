@@ -69,13 +69,6 @@ static void expect_ids(const int *ids, int n)
     }
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* An inactive check watcher is a convenient target for aev_feed_event(). */
 static void init_fed(aev_check *c, aev_loop *loop, aev_cb cb, int id)
 {
@@ -877,7 +870,7 @@ static void test_now_is_cached(void **state)
     aev_time_t n1 = aev_now(loop);
     assert_true(n1 >= before);
     assert_true(n1 <= aev_time());
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     /* Nothing refreshed it. */
     assert_int_equal(aev_now(loop), n1);
     aev_time_t t_mid = aev_time();
@@ -888,7 +881,7 @@ static void test_now_is_cached(void **state)
     assert_true(n2 <= aev_time());
 
     /* An iteration refreshes it too. */
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     aev_time_t t_run = aev_time();
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_true(aev_now(loop) >= t_run);
@@ -906,7 +899,7 @@ static void test_time_monotonic(void **state)
         prev = t;
     }
     aev_time_t a = aev_time();
-    sleep_ms(10);
+    aevt_sleep_ms(10);
     assert_true(aev_time() - a >= AEV_MSEC(10));
 }
 

@@ -186,13 +186,6 @@ static bool run_until(aev_loop *loop, const int *count, int target, aev_time_t m
     return *count >= target;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* A reschedule callback whose answers the tests control. */
 static struct {
     aev_time_t delay; /* returns now + delay */
@@ -470,7 +463,7 @@ static void test_interval_coalesces(void **state)
     pw_init(&p, loop, 1, 0, iv, NULL);
     assert_int_equal(aev_periodic_start(&p.w), 0);
     aev_time_t at = aev_periodic_at(&p.w);
-    sleep_ms(130);
+    aevt_sleep_ms(130);
     aev_time_t before = aev_wall_time();
     assert_true(before > at + 4 * iv);
     assert_true(aev_run(loop, AEV_RUN_NOWAIT) >= 0);
@@ -819,7 +812,7 @@ static void test_jump_reschedule_cb(void **state)
 static void *jumper(void *arg)
 {
     (void)arg;
-    sleep_ms(100);
+    aevt_sleep_ms(100);
     wall_jump(2 * HOUR);
     return NULL;
 }

@@ -48,20 +48,6 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static double scale_factor(void)
 {
     const char *s = getenv("AEVT_SCALE");
@@ -724,7 +710,7 @@ static void *mt_producer_main(void *arg)
             atomic_fetch_add_explicit(&c->eagain, 1, memory_order_relaxed);
             if (atomic_load_explicit(&c->abort, memory_order_relaxed))
                 return NULL;
-            if ((tries & 255) == 0 && mono_ns() > c->deadline) {
+            if ((tries & 255) == 0 && aevt_mono_ns() > c->deadline) {
                 atomic_fetch_add(&c->producer_late, 1);
                 return NULL;
             }
@@ -739,7 +725,7 @@ static void mt_watch_cb(aev_watcher *w, unsigned events)
 {
     (void)events;
     mt_ctx *c = w->data;
-    int64_t now = mono_ns();
+    int64_t now = aevt_mono_ns();
     if (c->total != c->watch_total) {
         c->watch_total = c->total;
         c->last_progress = now;
@@ -769,8 +755,8 @@ static void mt_run(aev_loop *loop, int nthreads, long per_thread, uint32_t capac
     assert_non_null(c->runs);
     for (int t = 0; t < MAX_THREADS; t++)
         c->last_seq[t] = -1;
-    c->deadline = mono_ns() + TEST_DEADLINE;
-    c->last_progress = mono_ns();
+    c->deadline = aevt_mono_ns() + TEST_DEADLINE;
+    c->last_progress = aevt_mono_ns();
     assert_int_equal(aev_poster_new(&c->p, loop, capacity), 0);
     assert_int_equal(aev_timer_init(&c->watch, loop, mt_watch_cb, AEV_MSEC(50), AEV_MSEC(50)), 0);
     c->watch.base.data = c;
@@ -967,7 +953,7 @@ typedef struct sig_sender {
 static void *sig_to_loop_thread(void *arg)
 {
     sig_sender *s = arg;
-    sleep_ms(30);
+    aevt_sleep_ms(30);
     s->kill_rc = pthread_kill(s->target, SIGUSR1);
     return NULL;
 }
@@ -1001,7 +987,7 @@ static void *sig_to_self(void *arg)
             return NULL;
         }
         if (i % 8 == 7)
-            sleep_ms(1);
+            aevt_sleep_ms(1);
     }
     s->kill_rc = 0;
     return NULL;

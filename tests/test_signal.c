@@ -53,13 +53,6 @@ ssize_t write(int fd, const void *buf, size_t n)
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* What one watcher saw. count is atomic because some tests read it from another thread. */
 typedef struct rec {
     int id;
@@ -318,7 +311,7 @@ typedef struct sender {
 static void *sender_main(void *arg)
 {
     sender *s = arg;
-    sleep_ms(s->delay_ms);
+    aevt_sleep_ms(s->delay_ms);
     if (s->by_pthread_kill)
         pthread_kill(s->target, s->signum);
     else
@@ -559,7 +552,7 @@ static void test_signal_two_loops_two_threads(void **state)
     assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
     aev_time_t until = aev_time() + LIMIT;
     while (atomic_load(&ready) < 2 && aev_time() < until)
-        sleep_ms(1);
+        aevt_sleep_ms(1);
     assert_int_equal(atomic_load(&ready), 2);
     raise(SIGUSR1);
     for (int i = 0; i < 2; i++)
@@ -884,13 +877,13 @@ static void test_signal_errno_preserved_with_write(void **state)
     assert_int_equal(pthread_create(&th, NULL, sleeper_main, &sl), 0);
     assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
     while (!atomic_load(&sl.ready))
-        sleep_ms(1);
+        aevt_sleep_ms(1);
 
     int wrote = 0, bad = 0, raised = 0;
     atomic_store(&clobber_errno, 1);
     for (int i = 1; i <= 40 && wrote < 3; i++) {
         raised = i;
-        sleep_ms(10); /* let the loop go back to sleep */
+        aevt_sleep_ms(10); /* let the loop go back to sleep */
         sig_atomic_t before = tl_writes;
         errno = EDOM;
         raise(SIGUSR1);
@@ -900,7 +893,7 @@ static void test_signal_errno_preserved_with_write(void **state)
             wrote++;
         aev_time_t until = aev_time() + LIMIT;
         while (atomic_load(&sl.r.count) < i && aev_time() < until)
-            sleep_ms(1);
+            aevt_sleep_ms(1);
     }
     atomic_store(&clobber_errno, 0);
     assert_int_equal(aev_async_send(&sl.quit), 0);
@@ -1022,13 +1015,13 @@ static void test_signal_fork_child_receives(void **state)
     }
     /* The parent's watcher stays active while the child runs: the child's signal must not
      * reach the parent's loop. */
-    sleep_ms(100);
+    aevt_sleep_ms(100);
     assert_int_equal(kill(pid, SIGUSR1), 0);
     int status = 0;
     aev_time_t until = aev_time() + AEV_SEC(15);
     pid_t got;
     while ((got = waitpid(pid, &status, WNOHANG)) == 0 && aev_time() < until)
-        sleep_ms(10);
+        aevt_sleep_ms(10);
     if (got == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);

@@ -72,13 +72,6 @@ static void record_cb(aev_watcher *w, unsigned events)
     record(w, events);
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static void init_timer(aev_timer *t, aev_loop *loop, aev_cb cb, int id, aev_time_t after,
                        aev_time_t repeat)
 {
@@ -187,7 +180,7 @@ static void test_stale_now_not_early(void **state)
     fires_reset();
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     aev_time_t cached = aev_now(loop);
-    sleep_ms(100);
+    aevt_sleep_ms(100);
     assert_int_equal(aev_now(loop), cached);
     init_timer(&t, loop, record_cb, 1, AEV_MSEC(40), 0);
     aev_time_t t0 = start_timed(&t);
@@ -206,7 +199,7 @@ static aev_time_t g_late_t0;
 static void sleep_then_start_cb(aev_watcher *w, unsigned events)
 {
     record(w, events);
-    sleep_ms(100);
+    aevt_sleep_ms(100);
     g_late_t0 = aev_time();
     aev_timer_start(&g_late_timer);
 }
@@ -354,7 +347,7 @@ static void test_10000_started_all_stopped(void **state)
     aev_time_t t0 = aev_time();
     assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
     assert_true(aev_time() - t0 < QUICK);
-    sleep_ms(60);
+    aevt_sleep_ms(60);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, 0);
 }
@@ -414,7 +407,7 @@ static void test_same_iteration_deadline_order(void **state)
         assert_int_equal(aev_timer_start(&t[i]), 0);
     }
     /* Let all three expire before the loop looks. */
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, 3);
     for (int k = 0; k < 3; k++) {
@@ -444,7 +437,7 @@ static void test_stop_prevents_firing(void **state)
     assert_int_equal(aev_timer_start(&a), 0);
     assert_int_equal(aev_timer_stop(&a), 0);
     assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
-    sleep_ms(10);
+    aevt_sleep_ms(10);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, 0);
 
@@ -465,7 +458,7 @@ static void test_stop_prevents_firing(void **state)
     assert_int_equal(aev_timer_start(&a), 0);
     assert_int_equal(aev_timer_start(&g_stop_target), 0);
     assert_int_equal(aev_timer_start(&b), 0);
-    sleep_ms(2);
+    aevt_sleep_ms(2);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, 2);
     assert_int_equal(g_fires[0].id, 1);
@@ -522,7 +515,7 @@ static void falls_behind_cb(aev_watcher *w, unsigned events)
     record(w, events);
     if (g_nfires == 1) {
         /* 6.5 periods: the catch-up lands about half a period before the next deadline. */
-        sleep_ms(65);
+        aevt_sleep_ms(65);
         g_sleep_end = aev_time();
     } else if (g_nfires == 2) {
         g_c1_at_catchup = aev_time();
@@ -597,7 +590,7 @@ static void sleepy_prepare_cb(aev_watcher *w, unsigned events)
     (void)events;
     g_prepare_calls++;
     if (g_prepare_calls == 3) {
-        sleep_ms(60);
+        aevt_sleep_ms(60);
         g_prepare_sleep_end = aev_time();
     }
 }
@@ -673,7 +666,7 @@ static void test_after_zero(void **state)
     init_timer(&a, loop, start_zero_cb, 2, 0, 0);
     init_timer(&g_zero, loop, record_cb, 3, 0, 0);
     assert_int_equal(aev_timer_start(&a), 0);
-    sleep_ms(1);
+    aevt_sleep_ms(1);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
     assert_int_equal(g_nfires, 1);
     assert_int_equal(g_fires[0].id, 2);
@@ -743,7 +736,7 @@ static void test_again(void **state)
     assert_true(aev_is_active(&t.base));
 
     /* Active, repeating: restarts the interval from now. */
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     aev_time_t t1 = aev_time();
     assert_int_equal(aev_timer_again(&t), 0);
     assert_true(aev_is_active(&t.base));
@@ -761,7 +754,7 @@ static void test_again(void **state)
     assert_int_equal(aev_timer_again(&t), 0);
     assert_false(aev_is_active(&t.base));
     before = g_nfires;
-    sleep_ms(10);
+    aevt_sleep_ms(10);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, before);
 }
@@ -793,7 +786,7 @@ static void test_remaining(void **state)
     assert_int_equal(aev_timer_start(&t), 0);
     aev_time_t hi = aev_time() + AEV_MSEC(200);
     check_remaining(&t, lo, hi);
-    sleep_ms(30);
+    aevt_sleep_ms(30);
     aev_now_update(loop);
     check_remaining(&t, lo, hi);
     assert_int_equal(aev_timer_stop(&t), 0);
@@ -802,7 +795,7 @@ static void test_remaining(void **state)
     /* Due but not yet run: 0. */
     init_timer(&t, loop, record_cb, 1, AEV_MSEC(5), 0);
     assert_int_equal(aev_timer_start(&t), 0);
-    sleep_ms(20);
+    aevt_sleep_ms(20);
     aev_now_update(loop);
     assert_int_equal(aev_timer_remaining(&t), 0);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
@@ -880,7 +873,7 @@ static void test_repeating_stops_itself(void **state)
     assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
     assert_int_equal(g_nfires, 1);
     assert_false(aev_is_active(&t.base));
-    sleep_ms(5);
+    aevt_sleep_ms(5);
     assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 0);
     assert_int_equal(g_nfires, 1);
 }

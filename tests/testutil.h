@@ -13,9 +13,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "asyncev.h"
@@ -50,6 +53,22 @@ static inline int aevt_teardown(void **state)
     assert_int_equal(aev_pending_count(loop), 0);
     assert_int_equal(aev_loop_destroy(loop), 0);
     return 0;
+}
+
+/* Monotonic clock in ns, read directly (not through the library under test). */
+static inline int64_t aevt_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sleeps at least ms milliseconds, across signal interruptions. */
+static inline void aevt_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* A hang fails fast instead of waiting for CTest's timeout. */
