@@ -515,52 +515,6 @@ static void test_pipe_writer_closes(void **state)
     close(p[0]);
 }
 
-/* The writer of a full pipe whose reader closes gets WRITE, and write() then fails with EPIPE. */
-static void test_pipe_reader_closes(void **state)
-{
-    aev_loop *loop = *state;
-    int p[2];
-    rec w;
-    make_pipe(p);
-    fill(p[1]);
-    rec_start(&w, loop, p[1], AEV_WRITE);
-    run_nowait(loop);
-    assert_int_equal(w.calls, 0);
-
-    close(p[0]);
-    run_nowait(loop);
-    assert_int_equal(w.calls, 1);
-    assert_int_equal(w.events, AEV_WRITE);
-    errno = 0;
-    assert_int_equal(write(p[1], "x", 1), -1);
-    assert_int_equal(errno, EPIPE);
-
-    aev_io_stop(&w.io);
-    close(p[1]);
-}
-
-/* A socket whose peer closes: its reader gets READ with read() == 0. */
-static void test_socket_peer_closes_reader(void **state)
-{
-    aev_loop *loop = *state;
-    int s[2];
-    rec r;
-    make_socketpair(s);
-    rec_start(&r, loop, s[0], AEV_READ);
-    r.drain = 1;
-    run_nowait(loop);
-    assert_int_equal(r.calls, 0);
-
-    close(s[1]);
-    run_nowait(loop);
-    assert_int_equal(r.calls, 1);
-    assert_int_equal(r.events, AEV_READ);
-    assert_int_equal(r.last_read, 0);
-
-    aev_io_stop(&r.io);
-    close(s[0]);
-}
-
 /* A writer blocked on a full socket whose peer closes (unread data and all, which resets the
  * connection) gets WRITE, and its write() then fails. */
 static void test_socket_peer_closes_writer(void **state)
@@ -915,8 +869,6 @@ int main(void)
         T(test_regular_file_always_ready),
         T(test_directory_always_ready),
         T(test_pipe_writer_closes),
-        T(test_pipe_reader_closes),
-        T(test_socket_peer_closes_reader),
         T(test_socket_peer_closes_writer),
         T(test_socket_half_close),
         T(test_socket_half_close_blocked_writer),
