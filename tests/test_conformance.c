@@ -16,7 +16,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include "testutil.h"
+#include "iotest.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -73,22 +73,6 @@ static void rec_restart(rec *r, int fd, unsigned events)
     r->events = r->all = 0;
 }
 
-static void make_pipe(int p[2])
-{
-    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-}
-
-static void make_socketpair(int s[2])
-{
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s), 0);
-}
-
-static void close_pair(int p[2])
-{
-    close(p[0]);
-    close(p[1]);
-}
-
 static int temp_file(const char *content)
 {
     char path[] = "/tmp/aevt_conf_XXXXXX";
@@ -99,25 +83,6 @@ static int temp_file(const char *content)
     assert_int_equal(write(fd, content, len), (ssize_t)len);
     assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
     return fd;
-}
-
-static void write_byte(int fd)
-{
-    assert_int_equal(write(fd, "x", 1), 1);
-}
-
-/* Fills a nonblocking pipe or socket until the kernel refuses more. */
-static void fill(int fd)
-{
-    static char buf[65536];
-    while (write(fd, buf, sizeof(buf)) > 0) {
-    }
-    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-static void run_nowait(aev_loop *loop)
-{
-    assert_true(aev_run(loop, AEV_RUN_NOWAIT) >= 0);
 }
 
 static void flag_cb(aev_watcher *w, unsigned events)

@@ -8,7 +8,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include "testutil.h"
+#include "iotest.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -119,45 +119,10 @@ static void rec_start(rec *r, aev_loop *loop, int fd, unsigned events)
     assert_true(aev_is_active(&r->io.base));
 }
 
-static void make_pipe(int p[2])
-{
-    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-}
-
-static void make_socketpair(int s[2])
-{
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s), 0);
-}
-
-static void close_pair(int p[2])
-{
-    close(p[0]);
-    close(p[1]);
-}
-
-static void write_byte(int fd)
-{
-    assert_int_equal(write(fd, "x", 1), 1);
-}
-
 static void read_byte(int fd)
 {
     char c;
     assert_int_equal(read(fd, &c, 1), 1);
-}
-
-/* Fills a nonblocking pipe or socket until the kernel refuses more. */
-static void fill(int fd)
-{
-    static char buf[65536];
-    while (write(fd, buf, sizeof(buf)) > 0) {
-    }
-    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-static void run_nowait(aev_loop *loop)
-{
-    assert_true(aev_run(loop, AEV_RUN_NOWAIT) >= 0);
 }
 
 static bool is_epoll(aev_loop *loop)
