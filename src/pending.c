@@ -16,9 +16,13 @@ int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
         q->items[w->pending_ - 1].events |= events;
         return 0;
     }
-    int rc = aev__grow((void **)&q->items, &q->cap, q->count + 1, sizeof *q->items);
-    if (rc < 0)
-        return rc;
+    /* The check inline: this is the hot path of every event, and the array is usually big
+     * enough already. */
+    if (q->count == q->cap) {
+        int rc = aev__grow((void **)&q->items, &q->cap, q->count + 1, sizeof *q->items);
+        if (rc < 0)
+            return rc;
+    }
     q->items[q->count] = (aev__pend){w, events};
     w->pending_ = (int32_t)++q->count;
     q->live++;
