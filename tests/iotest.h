@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,5 +47,36 @@ static inline void run_nowait(aev_loop *loop)
 {
     assert_true(aev_run(loop, AEV_RUN_NOWAIT) >= 0);
 }
+
+/* Sets the int that w->data points to. */
+static inline void aevt_flag_cb(aev_watcher *w, unsigned events)
+{
+    (void)events;
+    *(int *)w->data = 1;
+}
+
+/*
+ * Blocks in aev_run(ONCE) until a timer of `ms` fires and returns how many iterations that took.
+ * A loop that keeps being woken by events nobody wants takes many; a quiet one takes one or two.
+ */
+static inline uint64_t iterations_until_timer(aev_loop *loop, int ms)
+{
+    int fired = 0;
+    aev_timer t;
+    assert_int_equal(aev_timer_init(&t, loop, aevt_flag_cb, AEV_MSEC(ms), 0), 0);
+    t.base.data = &fired;
+    assert_int_equal(aev_timer_start(&t), 0);
+    uint64_t start = aev_iteration(loop);
+    for (int i = 0; i < 100000 && !fired; i++) {
+        assert_true(aev_run(loop, AEV_RUN_ONCE) >= 0);
+    }
+    aev_timer_stop(&t);
+    assert_true(fired);
+    return aev_iteration(loop) - start;
+}
+
+/* The stale-event limit: a loop that is woken by events for an fd nobody watches may take a few
+ * extra iterations to notice and rebuild its kernel state, but never more than this. */
+#define SPIN_LIMIT 10
 
 #endif /* AEV_IOTEST_H */

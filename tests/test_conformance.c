@@ -91,26 +91,6 @@ static void flag_cb(aev_watcher *w, unsigned events)
     *(int *)w->data = 1;
 }
 
-/* Blocks in aev_run(ONCE) until a timer of `ms` fires; returns the iterations that took. A loop
- * woken again and again by events nobody wants takes many; a quiet one one or two. */
-static uint64_t iterations_until_timer(aev_loop *loop, int ms)
-{
-    int fired = 0;
-    aev_timer t;
-    assert_int_equal(aev_timer_init(&t, loop, flag_cb, AEV_MSEC(ms), 0), 0);
-    t.base.data = &fired;
-    assert_int_equal(aev_timer_start(&t), 0);
-    uint64_t start = aev_iteration(loop);
-    for (int i = 0; i < 100000 && !fired; i++) {
-        assert_true(aev_run(loop, AEV_RUN_ONCE) >= 0);
-    }
-    aev_timer_stop(&t);
-    assert_true(fired);
-    return aev_iteration(loop) - start;
-}
-
-#define SPIN_LIMIT 10
-
 /* Raises the soft RLIMIT_NOFILE towards n fds: to the hard limit, and beyond it where this
  * process is allowed to (CAP_SYS_RESOURCE). Returns the soft limit now in force. */
 static rlim_t fd_limit_raise(rlim_t n)

@@ -139,36 +139,6 @@ static void skip_unless_epoll(aev_loop *loop)
     }
 }
 
-static void flag_timer_cb(aev_watcher *w, unsigned events)
-{
-    (void)events;
-    *(int *)w->data = 1;
-}
-
-/*
- * Blocks in aev_run(ONCE) until a timer of `ms` fires and returns how many iterations that took.
- * A loop that keeps being woken by events nobody wants takes many; a quiet one takes one or two.
- */
-static uint64_t iterations_until_timer(aev_loop *loop, int ms)
-{
-    int fired = 0;
-    aev_timer t;
-    assert_int_equal(aev_timer_init(&t, loop, flag_timer_cb, AEV_MSEC(ms), 0), 0);
-    t.base.data = &fired;
-    assert_int_equal(aev_timer_start(&t), 0);
-    uint64_t start = aev_iteration(loop);
-    for (int i = 0; i < 100000 && !fired; i++) {
-        assert_true(aev_run(loop, AEV_RUN_ONCE) >= 0);
-    }
-    aev_timer_stop(&t);
-    assert_true(fired);
-    return aev_iteration(loop) - start;
-}
-
-/* The stale-event limit: a loop that is woken by events for an fd nobody watches may take a few
- * extra iterations to notice and rebuild its kernel state, but never more than this. */
-#define SPIN_LIMIT 10
-
 /* The loop's epoll fd: the only fd of this process whose link reads anon_inode:[eventpoll]. */
 static int find_epoll_fd(void)
 {
