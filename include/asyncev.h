@@ -18,6 +18,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -174,6 +175,16 @@ AEV_EXPORT const char *aev_strerror(int err);
 AEV_EXPORT unsigned aev_version(void);
 /* The current monotonic time, read from the clock now. */
 AEV_EXPORT aev_time_t aev_time(void);
+
+/*
+ * The allocator: realloc-shaped. fn(NULL, n) allocates n > 0 bytes, fn(p, n) resizes, fn(p, 0)
+ * frees p and returns NULL; returning NULL for n > 0 means out of memory, which the library
+ * reports as -ENOMEM. Every allocation of the library goes through it. Set it before creating
+ * any loop or poster (memory is freed with the allocator that is current at the time); NULL
+ * restores the default (the C library's realloc and free). Process-wide.
+ */
+typedef void *(*aev_realloc_fn)(void *ptr, size_t size);
+AEV_EXPORT void aev_set_allocator(aev_realloc_fn fn);
 
 /* ---- loop ------------------------------------------------------------------------------- */
 

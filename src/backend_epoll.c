@@ -60,21 +60,21 @@ typedef struct epoll_state {
 
 static int epoll_init(aev_loop *loop)
 {
-    epoll_state *st = calloc(1, sizeof(*st));
+    epoll_state *st = aev__calloc(1, sizeof(*st));
     if (st == NULL) {
         return -ENOMEM;
     }
-    st->events = calloc(EPOLL_EVENTS_MIN, sizeof(*st->events));
+    st->events = aev__calloc(EPOLL_EVENTS_MIN, sizeof(*st->events));
     if (st->events == NULL) {
-        free(st);
+        aev__free(st);
         return -ENOMEM;
     }
     st->cap = EPOLL_EVENTS_MIN;
     st->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (st->epfd < 0) {
         int err = -errno;
-        free(st->events);
-        free(st);
+        aev__free(st->events);
+        aev__free(st);
         return err;
     }
     loop->backend_state = st;
@@ -90,8 +90,8 @@ static void epoll_destroy(aev_loop *loop)
     if (st->epfd >= 0) {
         close(st->epfd);
     }
-    free(st->events);
-    free(st);
+    aev__free(st->events);
+    aev__free(st);
     loop->backend_state = NULL;
 }
 
@@ -204,7 +204,7 @@ static void epoll_grow_events(epoll_state *st)
         return;
     }
     int cap = st->cap * 2;
-    struct epoll_event *events = realloc(st->events, (size_t)cap * sizeof(*events));
+    struct epoll_event *events = aev__realloc(st->events, (size_t)cap * sizeof(*events));
     if (events == NULL) {
         return;
     }

@@ -107,20 +107,20 @@ static void kq_close(kq_state *st)
 
 static int kq_init(aev_loop *loop)
 {
-    kq_state *st = calloc(1, sizeof(*st));
+    kq_state *st = aev__calloc(1, sizeof(*st));
     if (st == NULL) {
         return -ENOMEM;
     }
-    st->kev = calloc(KQ_EVENTS_MIN, sizeof(*st->kev));
+    st->kev = aev__calloc(KQ_EVENTS_MIN, sizeof(*st->kev));
     if (st->kev == NULL) {
-        free(st);
+        aev__free(st);
         return -ENOMEM;
     }
     st->cap = KQ_EVENTS_MIN;
     int rc = kq_open(st);
     if (rc < 0) {
-        free(st->kev);
-        free(st);
+        aev__free(st->kev);
+        aev__free(st);
         return rc;
     }
     loop->backend_state = st;
@@ -134,15 +134,15 @@ static void kq_destroy(aev_loop *loop)
         return;
     }
     kq_close(st);
-    free(st->kev);
-    free(st);
+    aev__free(st->kev);
+    aev__free(st);
     loop->backend_state = NULL;
 }
 
 /* Resizes the array to hold cap entries; 0 or -ENOMEM (the array is then unchanged). */
 static int kq_resize(kq_state *st, int cap)
 {
-    struct kevent *kev = realloc(st->kev, (size_t)cap * sizeof(*kev));
+    struct kevent *kev = aev__realloc(st->kev, (size_t)cap * sizeof(*kev));
     if (kev == NULL) {
         return -ENOMEM;
     }

@@ -45,7 +45,7 @@ typedef struct poll_state {
 
 static int poll_init(aev_loop *loop)
 {
-    poll_state *st = calloc(1, sizeof(*st));
+    poll_state *st = aev__calloc(1, sizeof(*st));
     if (st == NULL) {
         return -ENOMEM;
     }
@@ -59,9 +59,9 @@ static void poll_destroy(aev_loop *loop)
     if (st == NULL) {
         return;
     }
-    free(st->fds);
-    free(st->slot);
-    free(st);
+    aev__free(st->fds);
+    aev__free(st->slot);
+    aev__free(st);
     loop->backend_state = NULL;
 }
 
@@ -82,7 +82,7 @@ static int poll_grow_slots(poll_state *st, int fd)
     while (cap < need) {
         cap = cap > UINT32_MAX / 2 ? need : cap * 2;
     }
-    int *slot = realloc(st->slot, (size_t)cap * sizeof(*slot));
+    int *slot = aev__realloc(st->slot, (size_t)cap * sizeof(*slot));
     if (slot == NULL) {
         return -ENOMEM;
     }
@@ -103,7 +103,7 @@ static int poll_append(poll_state *st, int fd)
     }
     if (st->count == st->cap) {
         uint32_t cap = st->cap < POLL_MIN_CAP ? POLL_MIN_CAP : st->cap * 2;
-        struct pollfd *fds = realloc(st->fds, (size_t)cap * sizeof(*fds));
+        struct pollfd *fds = aev__realloc(st->fds, (size_t)cap * sizeof(*fds));
         if (fds == NULL) {
             return -ENOMEM;
         }

@@ -217,7 +217,7 @@ static int aev__child_spare(aev_loop *loop, aev__childrec **out)
                        sizeof *loop->child_recs);
     if (rc < 0)
         return rc;
-    aev__childrec *rec = calloc(1, sizeof *rec);
+    aev__childrec *rec = aev__calloc(1, sizeof *rec);
     if (!rec)
         return -ENOMEM;
     loop->child_recs[loop->child_nrecs++] = rec;
@@ -585,8 +585,8 @@ void aev__child_free(aev_loop *loop)
         aev__child_close(loop, rec);
     }
     for (uint32_t i = 0; i < loop->child_nrecs; i++)
-        free(loop->child_recs[i]);
-    free(loop->child_recs);
+        aev__free(loop->child_recs[i]);
+    aev__free(loop->child_recs);
     loop->child_recs = NULL;
     loop->child_used = loop->child_nrecs = loop->child_cap = 0;
     loop->child_any = NULL;

@@ -48,10 +48,13 @@ typedef struct aev__pend {
     unsigned events;
 } aev__pend;
 
-/* FIFO of pending events of one priority: slots [head, count), of which `live` are not blanked. */
+/* FIFO of pending events of one priority: slots [head, count), of which `live` are not blanked.
+ * `held` counts the watchers of this priority that are active or pending; cap >= held always
+ * (reserved when a watcher starts), so that an event for a started watcher can always be
+ * queued: the loop never has to drop one because memory ran out. */
 typedef struct aev__pendq {
     aev__pend *items;
-    uint32_t head, count, cap, live;
+    uint32_t head, count, cap, live, held;
 } aev__pendq;
 
 /* Growable array of watcher pointers (idle, prepare, check); watcher.active_ = index + 1. */
@@ -179,6 +182,11 @@ struct aev_loop {
 };
 
 /* ---- util.c ---- */
+/* The allocator (alloc.c): every allocation of the library goes through these. */
+void *aev__realloc(void *ptr, size_t size);
+void *aev__calloc(size_t n, size_t size);
+void aev__free(void *ptr);
+
 int aev__grow(void **items, uint32_t *cap, uint32_t need, size_t elem);
 int aev__wvec_push(aev__wvec *v, aev_watcher *w);
 void aev__wvec_remove(aev__wvec *v, aev_watcher *w);
@@ -198,6 +206,7 @@ void aev__fail(aev_watcher *w, int err, aev_errop op);
 
 /* ---- pending.c ---- */
 int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events);
+int aev__pending_reserve(aev_watcher *w);
 unsigned aev__unpend(aev_watcher *w);
 void aev__invoke_pending(aev_loop *loop);
 void aev__pending_free(aev_loop *loop);

@@ -21,16 +21,16 @@ static int aev__fd_reserve(aev_loop *loop, int fd)
     uint32_t n = loop->nfds ? loop->nfds : 64;
     while (n < need)
         n *= 2;
-    aev__fd *fds = realloc(loop->fds, n * sizeof *fds);
+    aev__fd *fds = aev__realloc(loop->fds, n * sizeof *fds);
     if (!fds)
         return -ENOMEM;
     loop->fds = fds;
     memset(fds + loop->nfds, 0, (n - loop->nfds) * sizeof *fds);
-    int *changes = realloc(loop->changes, n * sizeof *changes);
+    int *changes = aev__realloc(loop->changes, n * sizeof *changes);
     if (!changes)
         return -ENOMEM;
     loop->changes = changes;
-    int *always = realloc(loop->always_ready, n * sizeof *always);
+    int *always = aev__realloc(loop->always_ready, n * sizeof *always);
     if (!always)
         return -ENOMEM;
     loop->always_ready = always;
@@ -296,7 +296,7 @@ void aev__io_resubmit_all(aev_loop *loop)
 
 void aev__io_free(aev_loop *loop)
 {
-    free(loop->fds);
-    free(loop->changes);
-    free(loop->always_ready);
+    aev__free(loop->fds);
+    aev__free(loop->changes);
+    aev__free(loop->always_ready);
 }

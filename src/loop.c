@@ -117,7 +117,7 @@ int aev_loop_new(aev_loop **out, unsigned flags)
     int rc = aev__pick_backend(flags, &backend);
     if (rc < 0)
         return rc;
-    aev_loop *loop = calloc(1, sizeof *loop);
+    aev_loop *loop = aev__calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
     loop->backend = backend;
@@ -129,14 +129,14 @@ int aev_loop_new(aev_loop **out, unsigned flags)
     loop->now = aev__clock();
     rc = backend->init(loop);
     if (rc < 0) {
-        free(loop);
+        aev__free(loop);
         return rc;
     }
     rc = aev__wakeup_init(loop);
     if (rc < 0) {
         loop->backend->destroy(loop);
         aev__io_free(loop);
-        free(loop);
+        aev__free(loop);
         return rc;
     }
     *out = loop;
@@ -161,9 +161,9 @@ int aev_loop_destroy(aev_loop *loop)
     aev__periodics_free(loop);
     aev__hooks_free(loop);
     aev__pending_free(loop);
-    free(loop->forks.items);
-    free(loop->cleanups.items);
-    free(loop);
+    aev__free(loop->forks.items);
+    aev__free(loop->cleanups.items);
+    aev__free(loop);
     return 0;
 }
 

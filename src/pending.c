@@ -9,20 +9,59 @@
 #include <errno.h>
 #include <stdlib.h>
 
+static aev__pendq *aev__queue_of(aev_watcher *w)
+{
+    return &w->loop_->pending[AEV__PRI_INDEX(w->priority_)];
+}
+
+/* Makes sure the queue of w's priority can hold one more active-or-pending watcher. Called
+ * before a watcher becomes active (or, inactive, pending): the only place where queueing an
+ * event can fail for lack of memory. */
+int aev__pending_reserve(aev_watcher *w)
+{
+    aev__pendq *q = aev__queue_of(w);
+    if (q->held < q->cap)
+        return 0;
+    return aev__grow((void **)&q->items, &q->cap, q->held + 1, sizeof *q->items);
+}
+
+/* Moves the live events of a full queue to its front, in order, dropping the blanked slots.
+ * Because cap >= held > live whenever a watcher is about to be queued, this always frees a
+ * slot; it runs only when growing the array failed. */
+static void aev__compact(aev__pendq *q)
+{
+    uint32_t n = 0;
+    for (uint32_t i = q->head; i < q->count; i++) {
+        aev__pend p = q->items[i];
+        if (!p.w)
+            continue;
+        q->items[n++] = p;
+        p.w->pending_ = (int32_t)n;
+    }
+    q->head = 0;
+    q->count = n;
+}
+
 int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
 {
-    aev__pendq *q = &loop->pending[AEV__PRI_INDEX(w->priority_)];
+    aev__pendq *q = aev__queue_of(w);
     if (w->pending_) {
         q->items[w->pending_ - 1].events |= events;
         return 0;
     }
-    /* The check inline: this is the hot path of every event, and the array is usually big
-     * enough already. */
-    if (q->count == q->cap) {
-        int rc = aev__grow((void **)&q->items, &q->cap, q->count + 1, sizeof *q->items);
+    /* An active watcher is counted in `held` already; an inactive one (fed by the program, or
+     * just stopped by the loop to report an error) needs its own reservation. */
+    if (!w->active_) {
+        int rc = aev__pending_reserve(w);
         if (rc < 0)
             return rc;
+        q->held++;
     }
+    /* The check inline: this is the hot path of every event, and the array is usually big
+     * enough already. */
+    if (q->count == q->cap &&
+        aev__grow((void **)&q->items, &q->cap, q->count + 1, sizeof *q->items) < 0)
+        aev__compact(q);
     q->items[q->count] = (aev__pend){w, events};
     w->pending_ = (int32_t)++q->count;
     q->live++;
@@ -42,11 +81,13 @@ static void aev__drop_live(aev_loop *loop, aev__pendq *q)
 unsigned aev__unpend(aev_watcher *w)
 {
     aev_loop *loop = w->loop_;
-    aev__pendq *q = &loop->pending[AEV__PRI_INDEX(w->priority_)];
+    aev__pendq *q = aev__queue_of(w);
     aev__pend *p = &q->items[w->pending_ - 1];
     unsigned events = p->events;
     p->w = NULL;
     w->pending_ = 0;
+    if (!w->active_)
+        q->held--;
     aev__drop_live(loop, q);
     return events;
 }
@@ -75,6 +116,8 @@ void aev__invoke_pending(aev_loop *loop)
         if (!p.w)
             continue; /* blanked by stop or clear; live > 0 guarantees a live slot follows */
         p.w->pending_ = 0;
+        if (!p.w->active_)
+            q->held--;
         aev__drop_live(loop, q);
         p.w->cb_(p.w, p.events);
     }
@@ -83,5 +126,5 @@ void aev__invoke_pending(aev_loop *loop)
 void aev__pending_free(aev_loop *loop)
 {
     for (int i = 0; i < AEV__NPRI; i++)
-        free(loop->pending[i].items);
+        aev__free(loop->pending[i].items);
 }

@@ -397,7 +397,7 @@ aev_time_t aev__periodics_timeout(aev_loop *loop)
 
 void aev__periodics_free(aev_loop *loop)
 {
-    free(loop->periodics);
+    aev__free(loop->periodics);
     loop->periodics = NULL;
     loop->nperiodics = loop->periodics_cap = 0;
 }

@@ -29,6 +29,7 @@ struct aev_poster {
     /* Producers' claim position, on its own cache line so that posting threads do not keep
      * stealing the line the loop thread reads. */
     _Alignas(64) atomic_size_t tail;
+    void *block; /* what the allocator returned; the poster is aligned inside it */
 };
 
 /* Runs at most one ring's worth of posts, so that a function that keeps posting cannot starve
@@ -62,12 +63,16 @@ int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity)
     size_t size = 1;
     while (size < capacity)
         size *= 2;
-    aev_poster *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
-    if (!p)
+    /* The program's allocator promises no more than malloc's alignment: over-allocate and
+     * align by hand. */
+    void *block = aev__realloc(NULL, sizeof(aev_poster) + 63);
+    if (!block)
         return -ENOMEM;
-    p->cells = calloc(size, sizeof *p->cells);
+    aev_poster *p = (aev_poster *)(((uintptr_t)block + 63) & ~(uintptr_t)63);
+    p->block = block;
+    p->cells = aev__calloc(size, sizeof *p->cells);
     if (!p->cells) {
-        free(p);
+        aev__free(block);
         return -ENOMEM;
     }
     for (size_t i = 0; i < size; i++)
@@ -77,7 +82,12 @@ int aev_poster_new(aev_poster **out, aev_loop *loop, uint32_t capacity)
     p->running = 0;
     atomic_init(&p->tail, 0);
     aev_async_init(&p->async, loop, aev__poster_drain);
-    aev_async_start(&p->async);
+    int rc = aev_async_start(&p->async);
+    if (rc < 0) {
+        aev__free(p->cells);
+        aev__free(block);
+        return rc;
+    }
     *out = p;
     return 0;
 }
@@ -132,7 +142,7 @@ int aev_poster_destroy(aev_poster *p)
     aev_async_stop(&p->async);
     /* Count what was posted and never run (claimed cells, filled or not). */
     size_t left = atomic_load_explicit(&p->tail, memory_order_acquire) - p->head;
-    free(p->cells);
-    free(p);
+    aev__free(p->cells);
+    aev__free(p->block);
     return left > INT32_MAX ? INT32_MAX : (int)left;
 }

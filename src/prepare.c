@@ -14,10 +14,9 @@ static aev__wvec *aev__hooks_of(aev_watcher *w)
 
 static int aev__hook_start(aev_watcher *w, int type)
 {
-    if (!aev__is(w, type))
-        return -EINVAL;
-    if (w->active_)
-        return 0;
+    int rc = aev__start_begin(w, type);
+    if (rc <= 0)
+        return rc;
     return aev__wvec_push(aev__hooks_of(w), w);
 }
 
@@ -80,8 +79,8 @@ void aev__queue_checks(aev_loop *loop)
 
 void aev__hooks_free(aev_loop *loop)
 {
-    free(loop->prepares.items);
-    free(loop->checks.items);
+    aev__free(loop->prepares.items);
+    aev__free(loop->checks.items);
     for (int i = 0; i < AEV__NPRI; i++)
-        free(loop->idles[i].items);
+        aev__free(loop->idles[i].items);
 }

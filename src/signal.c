@@ -254,14 +254,18 @@ static void aev__signal_async_cb(aev_watcher *w, unsigned events)
 static int aev__sigloop_get(aev_loop *loop, struct aev__sigloop **out)
 {
     if (!loop->sig) {
-        struct aev__sigloop *sl = calloc(1, sizeof *sl);
+        struct aev__sigloop *sl = aev__calloc(1, sizeof *sl);
         if (!sl)
             return -ENOMEM;
         aev_async_init(&sl->async, loop, aev__signal_async_cb);
         /* Highest priority: the watchers it feeds run in the same invoke pass. */
         sl->async.base.priority_ = AEV_MAXPRI;
         sl->async.base.flags_ |= AEV__WF_INTERNAL;
-        aev_async_start(&sl->async);
+        int rc = aev_async_start(&sl->async);
+        if (rc < 0) {
+            aev__free(sl);
+            return rc;
+        }
         /* The internal watcher must not keep aev_run() alive; the signal watchers do. */
         loop->refs--;
         loop->sig = sl;
@@ -283,7 +287,7 @@ void aev__signal_free(aev_loop *loop)
     }
     loop->refs++;
     aev_async_stop(&sl->async);
-    free(sl);
+    aev__free(sl);
     loop->sig = NULL;
 }
 

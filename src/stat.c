@@ -462,12 +462,11 @@ static int aev__stat_timer_start(aev_stat *w)
 
 int aev_stat_start(aev_stat *w)
 {
-    if (!aev__is((const aev_watcher *)w, AEV__T_STAT))
-        return -EINVAL;
-    if (w->base.active_)
-        return 0;
+    int rc = aev__start_begin((aev_watcher *)w, AEV__T_STAT);
+    if (rc <= 0)
+        return rc;
     aev_loop *loop = w->base.loop_;
-    int rc = aev__stat_inotify_init(loop);
+    rc = aev__stat_inotify_init(loop);
     if (rc < 0)
         return rc;
     w->dirty_ = 0;

@@ -71,8 +71,12 @@ int aev_timer_again(aev_timer *w)
     if (!aev__is((const aev_watcher *)w, AEV__T_TIMER))
         return -EINVAL;
     aev_loop *loop = w->base.loop_;
-    if (!w->base.active_)
-        return w->repeat_ ? aev__timer_arm(w, w->repeat_) : 0;
+    if (!w->base.active_) {
+        if (!w->repeat_)
+            return 0;
+        int rc = aev__pending_reserve(&w->base);
+        return rc < 0 ? rc : aev__timer_arm(w, w->repeat_);
+    }
     if (!w->repeat_)
         return aev_timer_stop(w);
     aev_time_t at = aev__deadline(aev__clock(), w->repeat_);
@@ -146,5 +150,5 @@ aev_time_t aev__timers_next(const aev_loop *loop)
 
 void aev__timers_free(aev_loop *loop)
 {
-    free(loop->timers.nodes);
+    aev__free(loop->timers.nodes);
 }

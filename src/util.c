@@ -18,7 +18,7 @@ int aev__grow(void **items, uint32_t *cap, uint32_t need, size_t elem)
             return -ENOMEM;
         ncap *= 2;
     }
-    void *p = realloc(*items, (size_t)ncap * elem);
+    void *p = aev__realloc(*items, (size_t)ncap * elem);
     if (!p)
         return -ENOMEM;
     *items = p;

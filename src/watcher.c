@@ -41,7 +41,10 @@ int aev__start_begin(aev_watcher *w, int type)
 {
     if (!aev__is(w, type))
         return -EINVAL;
-    return w->active_ ? 0 : 1;
+    if (w->active_)
+        return 0;
+    int rc = aev__pending_reserve(w);
+    return rc < 0 ? rc : 1;
 }
 
 /* The common head of every typed stop: -EINVAL for a watcher that is not of this type;
@@ -56,9 +59,12 @@ int aev__stop_begin(aev_watcher *w, int type)
     return w->active_ ? 1 : 0;
 }
 
-/* Marks w active; every active watcher holds one reference on its loop. */
+/* Marks w active; every active watcher holds one reference on its loop. The caller reserved
+ * its pending slot first (aev__start_begin does). */
 void aev__activate(aev_watcher *w, int32_t active)
 {
+    if (!w->pending_)
+        w->loop_->pending[AEV__PRI_INDEX(w->priority_)].held++;
     w->active_ = active;
     w->err_ = 0;
     w->errop_ = AEV_ERROP_NONE;
@@ -67,6 +73,8 @@ void aev__activate(aev_watcher *w, int32_t active)
 
 void aev__deactivate(aev_watcher *w)
 {
+    if (!w->pending_)
+        w->loop_->pending[AEV__PRI_INDEX(w->priority_)].held--;
     w->active_ = 0;
     w->loop_->refs--;
 }
