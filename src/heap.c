@@ -7,7 +7,7 @@
 
 #define AEV__HEAP_D 4
 
-static int aev__before(const aev__hnode *a, const aev__hnode *b)
+static inline int aev__before(const aev__hnode *a, const aev__hnode *b)
 {
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
@@ -31,19 +31,39 @@ static void aev__sift_up(aev__heap *h, uint32_t i)
     aev__place(h, i, n);
 }
 
+/* Index of the earliest of the children [first, end). */
+static uint32_t aev__min_child(const aev__hnode *nodes, uint32_t first, uint32_t end)
+{
+    uint32_t best = first;
+    for (uint32_t c = first + 1; c < end; c++) {
+        if (aev__before(&nodes[c], &nodes[best]))
+            best = c;
+    }
+    return best;
+}
+
+/* Index of the earliest of four children: a fixed tournament (two pairs, then the winners)
+ * instead of a scan, so the comparisons do not depend on each other. */
+static uint32_t aev__min_of4(const aev__hnode *nodes, uint32_t first)
+{
+    uint32_t a = aev__before(&nodes[first + 1], &nodes[first]) ? first + 1 : first;
+    uint32_t b = aev__before(&nodes[first + 3], &nodes[first + 2]) ? first + 3 : first + 2;
+    return aev__before(&nodes[b], &nodes[a]) ? b : a;
+}
+
 static void aev__sift_down(aev__heap *h, uint32_t i)
 {
     aev__hnode n = h->nodes[i];
+    uint32_t count = h->count;
     for (;;) {
         uint64_t first = (uint64_t)i * AEV__HEAP_D + 1;
-        if (first >= h->count)
+        uint32_t best;
+        if (first + AEV__HEAP_D <= count)
+            best = aev__min_of4(h->nodes, (uint32_t)first);
+        else if (first < count)
+            best = aev__min_child(h->nodes, (uint32_t)first, count);
+        else
             break;
-        uint32_t best = (uint32_t)first;
-        uint32_t end = first + AEV__HEAP_D < h->count ? (uint32_t)first + AEV__HEAP_D : h->count;
-        for (uint32_t c = best + 1; c < end; c++) {
-            if (aev__before(&h->nodes[c], &h->nodes[best]))
-                best = c;
-        }
         if (!aev__before(&h->nodes[best], &n))
             break;
         aev__place(h, i, h->nodes[best]);
