@@ -83,11 +83,21 @@ static void aev__fix(aev__heap *h, uint32_t i)
 
 int aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq)
 {
-    int rc = aev__grow((void **)&h->nodes, &h->cap, h->count + 1, sizeof *h->nodes);
-    if (rc < 0)
-        return rc;
-    h->nodes[h->count] = (aev__hnode){at, seq, w};
-    aev__sift_up(h, h->count++);
+    if (h->count == h->cap) {
+        int rc = aev__grow((void **)&h->nodes, &h->cap, h->count + 1, sizeof *h->nodes);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t i = h->count++;
+    aev__hnode n = {at, seq, w};
+    /* Deadlines usually arrive in increasing order (same timeout, later start): then the new
+     * node stays where it is appended, without entering the sift loop. */
+    if (i == 0 || !aev__before(&n, &h->nodes[(i - 1) / AEV__HEAP_D]))
+        aev__place(h, i, n);
+    else {
+        h->nodes[i] = n;
+        aev__sift_up(h, i);
+    }
     return 0;
 }
 
