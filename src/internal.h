@@ -105,6 +105,7 @@ struct aev_loop {
 
     aev__pendq pending[AEV__NPRI];
     unsigned pending_count;
+    unsigned pending_mask; /* bit i set while pending[i] has live events */
 
     /* fds, changes and always_ready all have nfds slots, so recording a change never fails. */
     aev__fd *fds;

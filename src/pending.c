@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 
 static aev__pendq *aev__queue_of(aev_watcher *w)
@@ -64,7 +65,8 @@ int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
         aev__compact(q);
     q->items[q->count] = (aev__pend){w, events};
     w->pending_ = (int32_t)++q->count;
-    q->live++;
+    if (q->live++ == 0)
+        loop->pending_mask |= 1u << (q - loop->pending);
     loop->pending_count++;
     return 0;
 }
@@ -74,8 +76,10 @@ int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
 static void aev__drop_live(aev_loop *loop, aev__pendq *q)
 {
     loop->pending_count--;
-    if (--q->live == 0)
+    if (--q->live == 0) {
         q->head = q->count = 0;
+        loop->pending_mask &= ~(1u << (q - loop->pending));
+    }
 }
 
 unsigned aev__unpend(aev_watcher *w)
@@ -92,14 +96,12 @@ unsigned aev__unpend(aev_watcher *w)
     return events;
 }
 
-/* Index of the highest priority queue with live events, or -1. */
+/* Index of the highest priority queue with live events, or -1: one bit scan, since it is asked
+ * before every callback. */
 static int aev__top_queue(const aev_loop *loop)
 {
-    for (int i = AEV__NPRI - 1; i >= 0; i--) {
-        if (loop->pending[i].live)
-            return i;
-    }
-    return -1;
+    unsigned m = loop->pending_mask;
+    return m ? (int)(sizeof m * CHAR_BIT - 1) - __builtin_clz(m) : -1;
 }
 
 int aev__pending_at_or_above(const aev_loop *loop, int pri)
