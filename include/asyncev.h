@@ -198,9 +198,12 @@ AEV_EXPORT void aev_set_allocator(aev_realloc_fn fn);
  */
 AEV_EXPORT int aev_loop_new(aev_loop **out, unsigned flags);
 /*
- * Runs the cleanup watchers, then frees the loop and its kernel objects. Watchers are the
- * program's memory: they are left untouched and become unusable. Errors: -EINVAL (NULL), -EBUSY
- * (called from inside aev_run() of this loop, or from a cleanup callback; nothing is freed).
+ * Runs the cleanup watchers, then frees the loop and its kernel objects. Watchers still active
+ * or pending are the program's memory: they are left untouched (never called, not even written)
+ * and may afterwards only be freed or re-initialised (for any loop); any other function on them
+ * reaches the freed loop. Errors: -EINVAL (NULL; debug builds: a loop destroyed already), -EBUSY
+ * (called from inside aev_run() of this loop, at any depth, or from a cleanup callback; nothing
+ * is freed). docs/api.md, "Misuse", lists every misuse and its outcome.
  */
 AEV_EXPORT int aev_loop_destroy(aev_loop *loop);
 /* Runs the loop; see AEV_RUN_*. Returns 1 if active referenced watchers remain, 0 if none,
@@ -243,8 +246,11 @@ AEV_EXPORT void *aev_loop_data(const aev_loop *loop);
 /*
  * Starting an active watcher, or stopping an inactive one, does nothing and returns 0.
  * Stopping a pending watcher also removes its pending event. Errors: -EINVAL (NULL or a watcher
- * never initialised by an aev_*_init function); start also -ENOMEM (an internal array could not
- * grow) and the type's own start errors.
+ * never initialised by an aev_*_init function; debug builds: also a watcher of a destroyed loop
+ * or a copy of a watcher); start also -ENOMEM (an internal array could not grow) and the type's
+ * own start errors. Every aev_*_init function returns -EBUSY, leaving the watcher untouched,
+ * if the loop still holds it (active or pending; an active async or signal watcher, or child
+ * watcher of a pid > 0, is detected only while pending): stop it first.
  */
 AEV_EXPORT int aev_start(aev_watcher *w);
 AEV_EXPORT int aev_stop(aev_watcher *w);
@@ -276,7 +282,8 @@ AEV_EXPORT int aev_watcher_error(const aev_watcher *w, aev_errop *op);
  * init) before starting: that is what tells the loop it may be another file.
  * Regular files are always ready, as poll(2) reports them.
  * Errors: -EINVAL (NULL w, loop or cb, fd < 0, events empty or not within READ|WRITE);
- * aev_io_set: -EBUSY while active; aev_io_start: -ENOMEM. aev_io_fd(NULL) is -EINVAL.
+ * aev_io_init: -EBUSY while the loop holds it; aev_io_set: -EBUSY while active; aev_io_start:
+ * -ENOMEM. aev_io_fd(NULL) is -EINVAL.
  */
 AEV_EXPORT int aev_io_init(aev_io *w, aev_loop *loop, aev_cb cb, int fd, unsigned events);
 AEV_EXPORT int aev_io_set(aev_io *w, int fd, unsigned events);
@@ -292,8 +299,9 @@ AEV_EXPORT unsigned aev_io_events(const aev_io *w);
  * loop's cached time, so a stale cache never makes it early), then every `repeat` ns if repeat
  * is nonzero. Never fires early. If the loop falls behind by several repeats, the callback runs
  * once and the next expiry is the first one still in the future (no burst of catch-up calls).
- * Errors: -EINVAL (NULL w, loop or cb; after or repeat negative); aev_timer_set: -EBUSY while
- * active; aev_timer_start and aev_timer_again: -ENOMEM.
+ * Errors: -EINVAL (NULL w, loop or cb; after or repeat negative); aev_timer_init: -EBUSY while
+ * the loop holds it; aev_timer_set: -EBUSY while active; aev_timer_start and aev_timer_again:
+ * -ENOMEM.
  */
 AEV_EXPORT int aev_timer_init(aev_timer *w, aev_loop *loop, aev_cb cb, aev_time_t after,
                               aev_time_t repeat);
@@ -301,7 +309,8 @@ AEV_EXPORT int aev_timer_set(aev_timer *w, aev_time_t after, aev_time_t repeat);
 AEV_EXPORT int aev_timer_start(aev_timer *w);
 AEV_EXPORT int aev_timer_stop(aev_timer *w);
 /* libev's "again": active and repeating: restart with `repeat` from now; active and not
- * repeating: stop; inactive and repeating: start with `repeat`; else nothing. */
+ * repeating: stop; inactive and repeating: start with `repeat`; else nothing. A pending event
+ * of the timer is dropped first in every case (the expiry it reports is stale). */
 AEV_EXPORT int aev_timer_again(aev_timer *w);
 /* Sets the repeat interval used from the next expiry or aev_timer_again() on. -EINVAL if < 0. */
 AEV_EXPORT int aev_timer_set_repeat(aev_timer *w, aev_time_t repeat);
@@ -314,7 +323,7 @@ AEV_EXPORT aev_time_t aev_timer_remaining(const aev_timer *w);
 /* Idle: runs once per iteration while no watcher of equal or higher priority is pending; while
  * any idle watcher is active the loop polls without blocking. Prepare: runs just before the loop
  * polls. Check: runs just after. Errors: -EINVAL (NULL w, loop or cb, or a watcher of another
- * type); start also -ENOMEM. */
+ * type); init also -EBUSY (the loop still holds it); start also -ENOMEM. */
 AEV_EXPORT int aev_idle_init(aev_idle *w, aev_loop *loop, aev_cb cb);
 AEV_EXPORT int aev_idle_start(aev_idle *w);
 AEV_EXPORT int aev_idle_stop(aev_idle *w);
@@ -330,7 +339,8 @@ AEV_EXPORT int aev_check_stop(aev_check *w);
 /*
  * Wakes a loop from any thread or signal handler. Sends made before the loop notes the watcher
  * are coalesced into one AEV_ASYNC callback. A send to a stopped watcher is remembered and
- * delivered when it is started again. Errors of init: -EINVAL (NULL w, loop or cb).
+ * delivered when it is started again. Errors of init: -EINVAL (NULL w, loop or cb), -EBUSY
+ * (pending; an active watcher that is not pending is not detected: stop it first).
  */
 AEV_EXPORT int aev_async_init(aev_async *w, aev_loop *loop, aev_cb cb);
 AEV_EXPORT int aev_async_start(aev_async *w);
@@ -365,7 +375,8 @@ typedef struct aev_signal {
 } aev_signal;
 
 /* Errors: -EINVAL (NULL w, loop or cb; signum not a valid catchable signal, e.g. 0, SIGKILL,
- * SIGSTOP, >= NSIG); aev_signal_set: -EBUSY while active; start: -ENOMEM, -ENOSPC (too many
+ * SIGSTOP, >= NSIG); init: -EBUSY while pending (an active watcher that is not pending is not
+ * detected: stop it first); aev_signal_set: -EBUSY while active; start: -ENOMEM, -ENOSPC (too many
  * loops watch this signal), and errors of sigaction(). aev_signal_signum(NULL) is -EINVAL. */
 AEV_EXPORT int aev_signal_init(aev_signal *w, aev_loop *loop, aev_cb cb, int signum);
 AEV_EXPORT int aev_signal_set(aev_signal *w, int signum);
@@ -395,7 +406,8 @@ typedef struct aev_child {
     int fd_; /* pidfd, or -1 */
 } aev_child;
 
-/* Errors: -EINVAL (NULL w, loop or cb; pid < 0); aev_child_set: -EBUSY while active; start:
+/* Errors: -EINVAL (NULL w, loop or cb; pid < 0); init: -EBUSY while the loop holds it (for a
+ * pid > 0, detected only while pending); aev_child_set: -EBUSY while active; start:
  * -ENOMEM, and kernel errors (-ESRCH: no such process; -ECHILD: not a child of this process). */
 AEV_EXPORT int aev_child_init(aev_child *w, aev_loop *loop, aev_cb cb, int pid, int trace);
 AEV_EXPORT int aev_child_set(aev_child *w, int pid, int trace);
@@ -434,7 +446,8 @@ struct aev_periodic {
 };
 
 /* Errors: -EINVAL (NULL w, loop or cb; interval < 0; offset < 0 with interval 0 is allowed
- * (fires at once)); aev_periodic_set: -EBUSY while active; start: -ENOMEM. start and again:
+ * (fires at once)); init: -EBUSY while the loop holds it; aev_periodic_set: -EBUSY while active;
+ * start: -ENOMEM. start and again:
  * -EINVAL if the reschedule callback returns a time not after now (the watcher is then left
  * stopped); at a firing or a jump such a callback stops the watcher and its callback gets
  * AEV_ERROR (with AEV_PERIODIC at a firing), aev_watcher_error() -EINVAL. */
@@ -477,10 +490,11 @@ typedef struct aev_stat {
     int dirty_;             /* named by the inotify events being processed */
 } aev_stat;
 
-/* Errors: -EINVAL (NULL w, loop or cb; path NULL or empty; interval < 0); aev_stat_set: -EBUSY
- * while active; start: -ENOMEM. aev_stat_stat (loop thread): refreshes the data now (no
- * callback for what it absorbs) and returns 0 or the -errno of stat(2), -EINVAL for NULL.
- * aev_stat_attr/prev return NULL for NULL; prev is the data as of the previous callback. */
+/* Errors: -EINVAL (NULL w, loop or cb; path NULL or empty; interval < 0); init: -EBUSY while the
+ * loop holds it; aev_stat_set: -EBUSY while active; start: -ENOMEM. aev_stat_stat (loop thread):
+ * refreshes the data now (no callback for what it absorbs) and returns 0 or the -errno of stat(2),
+ * -EINVAL for NULL. aev_stat_attr/prev return NULL for NULL; prev is the data as of the previous
+ * callback. */
 AEV_EXPORT int aev_stat_init(aev_stat *w, aev_loop *loop, aev_cb cb, const char *path,
                              aev_time_t interval);
 AEV_EXPORT int aev_stat_set(aev_stat *w, const char *path, aev_time_t interval);
@@ -517,7 +531,8 @@ typedef struct aev_embed {
 } aev_embed;
 
 /* Errors: -EINVAL (NULL w or loop, other NULL or equal to loop); -ENOTSUP (other's backend has
- * no pollable fd, e.g. poll); aev_embed_set: -EBUSY while active; start: -ENOMEM. A NULL cb means
+ * no pollable fd, e.g. poll); init: -EBUSY while the loop holds it; aev_embed_set: -EBUSY while
+ * active; start: -ENOMEM. A NULL cb means
  * "sweep automatically". */
 AEV_EXPORT int aev_embed_init(aev_embed *w, aev_loop *loop, aev_cb cb, aev_loop *other);
 AEV_EXPORT int aev_embed_set(aev_embed *w, aev_loop *other);
@@ -534,7 +549,7 @@ AEV_EXPORT int aev_embed_sweep(aev_embed *w);
  * fork(), after the loop rebuilt its kernel state. Cleanup watchers run (AEV_CLEANUP) when the
  * loop is destroyed, before anything is freed; they do not keep aev_run() going. Both hold no
  * reference on the loop. Errors: -EINVAL (NULL w, loop or cb, or a watcher of another type);
- * start also -ENOMEM.
+ * init also -EBUSY (the loop still holds it); start also -ENOMEM.
  */
 typedef struct aev_fork {
     aev_watcher base;

@@ -90,7 +90,9 @@ int aev_embed_init(aev_embed *w, aev_loop *loop, aev_cb cb, aev_loop *other)
     int rc = aev__embed_other_ok(loop, other);
     if (rc < 0)
         return rc;
-    aev__watcher_init(&w->base, loop, cb ? cb : aev__embed_autosweep, AEV__T_EMBED);
+    rc = aev__watcher_init(&w->base, loop, cb ? cb : aev__embed_autosweep, AEV__T_EMBED);
+    if (rc < 0)
+        return rc; /* -EBUSY: still active or pending; nothing was changed */
     w->other_ = other;
     w->armed_at_ = INT64_MAX;
     w->backend_gen_ = 0;

@@ -106,6 +106,7 @@ struct aev_loop {
     aev__pendq pending[AEV__NPRI];
     unsigned pending_count;
     unsigned pending_mask; /* bit i set while pending[i] has live events */
+    unsigned invoking;     /* aev__invoke_pending calls on the stack, inside aev_run or not */
 
     /* fds, changes and always_ready all have nfds slots, so recording a change never fails. */
     aev__fd *fds;
@@ -191,6 +192,7 @@ void aev__free(void *ptr);
 int aev__grow(void **items, uint32_t *cap, uint32_t need, size_t elem);
 int aev__wvec_push(aev__wvec *v, aev_watcher *w);
 void aev__wvec_remove(aev__wvec *v, aev_watcher *w);
+void aev__wvec_remove_ordered(aev__wvec *v, aev_watcher *w);
 
 /* ---- time.c ---- */
 aev_time_t aev__clock(void);
@@ -275,11 +277,31 @@ aev_time_t aev__periodics_timeout(aev_loop *loop);
 /* Moves every periodic to its next time from the wall clock now; safe with none. */
 void aev__periodics_reschedule_all(aev_loop *loop);
 void aev__periodics_free(aev_loop *loop);
+/* 1 if the loop's periodic heap holds w at the index w->base.active_ claims, else 0; safe on any
+ * memory w may hold (see watcher.c). */
+int aev__periodic_holds(const aev_loop *loop, const aev_periodic *w);
 
 /* ---- stat.c ---- */
 /* Gives the child its own inotify instance after fork(); the parent's is shared. */
 void aev__stat_fork(aev_loop *loop);
 void aev__stat_free(aev_loop *loop);
+
+/* ---- debug.c: the checks of AEV_DEBUG builds ---- */
+#ifdef AEV_DEBUG
+/* The registry of live loops: aev_loop_new() adds, aev_loop_destroy() removes (and remembers the
+ * address as destroyed until a new loop gets it). Thread-safe. */
+void aev__debug_loop_created(const aev_loop *loop);
+void aev__debug_loop_destroyed(const aev_loop *loop);
+/* 2 if loop is a live loop, 1 if the registry cannot tell (it once failed to grow), 0 if it is
+ * not live; never reads *loop. */
+int aev__debug_loop_live(const aev_loop *loop);
+/* 1 if loop is not live and was destroyed recently. */
+int aev__debug_loop_was_destroyed(const aev_loop *loop);
+/* "fn: <message>" on stderr, as one write. */
+void aev__debug_report(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The name of the public function containing code address addr, or "aev (unknown function)". */
+const char *aev__debug_caller_name(const void *addr, char *buf, size_t n);
+#endif
 
 /* ---- backend selection (loop.c) ---- */
 const aev__backend *aev__backend_find(unsigned id);

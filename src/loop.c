@@ -8,6 +8,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every public function's check of its loop argument: NULL, and in debug builds (AEV_DEBUG) also
+ * a pointer that is not a live loop (destroyed already, or garbage), which a release build would
+ * read. The diagnostic names the function. */
+#ifdef AEV_DEBUG
+static int aev__loop_ok(const aev_loop *loop, const char *fn)
+{
+    if (!loop)
+        return 0;
+    if (aev__debug_loop_live(loop))
+        return 1;
+    if (aev__debug_loop_was_destroyed(loop))
+        aev__debug_report(fn, "loop %p was destroyed", (const void *)loop);
+    else
+        aev__debug_report(fn, "loop %p is not a live loop", (const void *)loop);
+    return 0;
+}
+#define AEV__LOOP_OK(loop) aev__loop_ok((loop), __func__)
+#else
+#define AEV__LOOP_OK(loop) ((loop) != NULL)
+#endif
+
 /* In order of preference; AEV_BACKEND_AUTO takes the first one that is also recommended. */
 static const aev__backend *const aev__backends[] = {
 #ifdef AEV_HAVE_EPOLL
@@ -136,18 +157,24 @@ int aev_loop_new(aev_loop **out, unsigned flags)
     if (rc < 0) {
         loop->backend->destroy(loop);
         aev__io_free(loop);
+        /* The wakeup watcher's start reserves its pending slot before the fd table can fail
+         * to grow: that queue is allocated by then. */
+        aev__pending_free(loop);
         aev__free(loop);
         return rc;
     }
+#ifdef AEV_DEBUG
+    aev__debug_loop_created(loop);
+#endif
     *out = loop;
     return 0;
 }
 
 int aev_loop_destroy(aev_loop *loop)
 {
-    if (!loop)
+    if (!AEV__LOOP_OK(loop))
         return -EINVAL;
-    if (loop->depth || loop->destroying)
+    if (loop->depth || loop->invoking || loop->destroying)
         return -EBUSY;
     loop->destroying = 1;
     aev__run_cleanups(loop);
@@ -163,6 +190,10 @@ int aev_loop_destroy(aev_loop *loop)
     aev__pending_free(loop);
     aev__free(loop->forks.items);
     aev__free(loop->cleanups.items);
+#ifdef AEV_DEBUG
+    /* Last: until here the internal watchers are stopped, which checks the loop is live. */
+    aev__debug_loop_destroyed(loop);
+#endif
     aev__free(loop);
     return 0;
 }
@@ -182,7 +213,7 @@ static int aev__rebuild(aev_loop *loop)
 
 int aev_loop_fork(aev_loop *loop)
 {
-    if (!loop)
+    if (!AEV__LOOP_OK(loop))
         return -EINVAL;
     loop->fork_gen = aev__fork_generation();
     loop->forked = 1;
@@ -232,13 +263,13 @@ void aev__invoke(aev_loop *loop)
 
 void aev_invoke_pending(aev_loop *loop)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         aev__invoke_pending(loop);
 }
 
 void aev_set_invoke_hook(aev_loop *loop, aev_invoke_hook hook)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         loop->invoke_hook = hook;
 }
 
@@ -259,14 +290,14 @@ void aev__unref_remove(aev__wvec *v, aev_watcher *w)
 
 void aev_suspend(aev_loop *loop)
 {
-    if (loop && loop->suspended++ == 0)
+    if (AEV__LOOP_OK(loop) && loop->suspended++ == 0)
         loop->suspended_at = aev__clock();
 }
 
 /* Timers get back the time they lost while suspended; the cached time is refreshed. */
 void aev_resume(aev_loop *loop)
 {
-    if (!loop || loop->suspended == 0 || --loop->suspended > 0)
+    if (!AEV__LOOP_OK(loop) || loop->suspended == 0 || --loop->suspended > 0)
         return;
     aev_time_t now = aev__clock();
     aev__timers_shift(loop, now - loop->suspended_at);
@@ -341,7 +372,7 @@ static void aev__iterate(aev_loop *loop, int mode)
 
 int aev_run(aev_loop *loop, int mode)
 {
-    if (!loop || mode < AEV_RUN_DEFAULT || mode > AEV_RUN_NOWAIT)
+    if (!AEV__LOOP_OK(loop) || mode < AEV_RUN_DEFAULT || mode > AEV_RUN_NOWAIT)
         return -EINVAL;
     if (loop->fatal)
         return loop->fatal;
@@ -362,7 +393,7 @@ int aev_run(aev_loop *loop, int mode)
 
 int aev_break(aev_loop *loop, int how)
 {
-    if (!loop || how < AEV_BREAK_CANCEL || how > AEV_BREAK_ALL)
+    if (!AEV__LOOP_OK(loop) || how < AEV_BREAK_CANCEL || how > AEV_BREAK_ALL)
         return -EINVAL;
     loop->break_how = how;
     return 0;
@@ -370,59 +401,59 @@ int aev_break(aev_loop *loop, int how)
 
 void aev_ref(aev_loop *loop)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         loop->refs++;
 }
 
 void aev_unref(aev_loop *loop)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         loop->refs--;
 }
 
 uint64_t aev_iteration(const aev_loop *loop)
 {
-    return loop ? loop->iteration : 0;
+    return AEV__LOOP_OK(loop) ? loop->iteration : 0;
 }
 
 unsigned aev_depth(const aev_loop *loop)
 {
-    return loop ? loop->depth : 0;
+    return AEV__LOOP_OK(loop) ? loop->depth : 0;
 }
 
 unsigned aev_pending_count(const aev_loop *loop)
 {
-    return loop ? loop->pending_count : 0;
+    return AEV__LOOP_OK(loop) ? loop->pending_count : 0;
 }
 
 aev_time_t aev_now(const aev_loop *loop)
 {
-    return loop ? loop->now : 0;
+    return AEV__LOOP_OK(loop) ? loop->now : 0;
 }
 
 void aev_now_update(aev_loop *loop)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         loop->now = aev__clock();
 }
 
 unsigned aev_backend(const aev_loop *loop)
 {
-    return loop ? loop->backend->id : 0;
+    return AEV__LOOP_OK(loop) ? loop->backend->id : 0;
 }
 
 const char *aev_backend_name(const aev_loop *loop)
 {
-    return loop ? loop->backend->name : NULL;
+    return AEV__LOOP_OK(loop) ? loop->backend->name : NULL;
 }
 
 void aev_loop_set_data(aev_loop *loop, void *data)
 {
-    if (loop)
+    if (AEV__LOOP_OK(loop))
         loop->data = data;
 }
 
 void *aev_loop_data(const aev_loop *loop)
 {
-    return loop ? loop->data : NULL;
+    return AEV__LOOP_OK(loop) ? loop->data : NULL;
 }

@@ -401,3 +401,9 @@ void aev__periodics_free(aev_loop *loop)
     loop->periodics = NULL;
     loop->nperiodics = loop->periodics_cap = 0;
 }
+
+int aev__periodic_holds(const aev_loop *loop, const aev_periodic *w)
+{
+    uint32_t i = (uint32_t)w->base.active_ - 1;
+    return w->base.active_ > 0 && i < loop->nperiodics && loop->periodics[i].w == w;
+}

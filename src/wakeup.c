@@ -54,12 +54,29 @@ static int aev__wakeup_open(aev_loop *loop)
     return 0;
 }
 
+/*
+ * AEV_ERROR: the backend could not watch the wakeup fd (epoll_ctl's ENOMEM or ENOSPC, a poll set
+ * or kqueue changelist that could not grow), so the io layer stopped the watcher. Without it a
+ * sleeping loop would never see a wakeup again: start it again, which retries the registration
+ * at the next flush. While that keeps failing, the AEV_ERROR queued each time keeps the loop
+ * from blocking, so no send waits unseen. The start cannot fail: the fd table covers the fd and
+ * the pending queue still has the room the watcher held. Returns 1 if events was that error.
+ */
+static int aev__wakeup_rearm(aev_watcher *w, unsigned events)
+{
+    if (!(events & AEV_ERROR))
+        return 0;
+    (void)aev_io_start((aev_io *)w);
+    return 1;
+}
+
 /* Empties the fd so that it blocks again; runs on the loop thread. */
 static void aev__wakeup_drain(aev_watcher *w, unsigned events)
 {
     aev_loop *loop = w->loop_;
     char buf[64];
-    (void)events;
+    if (aev__wakeup_rearm(w, events))
+        return;
     /* eventfd: one 8-byte read resets the counter; pipe: read until it is empty (EAGAIN). */
     if (loop->wake_rfd == loop->wake_wfd) {
         ssize_t n = read(loop->wake_rfd, buf, sizeof(uint64_t));
@@ -83,8 +100,7 @@ static void aev__wakeup_close(aev_loop *loop)
  * per iteration, and it holds 2^64 - 2. */
 static void aev__wakeup_edge(aev_watcher *w, unsigned events)
 {
-    (void)w;
-    (void)events;
+    (void)aev__wakeup_rearm(w, events);
 }
 
 int aev__wakeup_init(aev_loop *loop)
@@ -131,7 +147,11 @@ void aev__wakeup_signal(aev_loop *loop)
     /* 8 bytes for eventfd (its counter), any byte for a pipe. A full pipe or a saturated counter
      * means a wakeup is already pending, so EAGAIN is success. */
     static const uint64_t one = 1;
-    ssize_t n = write(loop->wake_wfd, &one, loop->wake_rfd == loop->wake_wfd ? sizeof one : 1);
-    (void)n;
+    size_t len = loop->wake_rfd == loop->wake_wfd ? sizeof one : 1;
+    /* Retried when interrupted: an unwritten wakeup is lost, the loop would sleep on. */
+    ssize_t n;
+    do
+        n = write(loop->wake_wfd, &one, len);
+    while (n < 0 && errno == EINTR);
     errno = saved;
 }

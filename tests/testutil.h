@@ -23,6 +23,14 @@
 
 #include "asyncev.h"
 
+/* valgrind's client-request header, where installed: RUNNING_ON_VALGRIND (see aevt_slow()). */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define AEVT_HAVE_VALGRIND_H 1
+#endif
+#endif
+
 /* Flags for aev_loop_new() selected by the environment of this test run. */
 static inline unsigned aevt_flags(void)
 {
@@ -76,6 +84,25 @@ static inline void aevt_watchdog(unsigned seconds)
 {
     signal(SIGALRM, SIG_DFL);
     alarm(seconds);
+}
+
+/*
+ * The slow mode: true under valgrind (detected through RUNNING_ON_VALGRIND where
+ * <valgrind/valgrind.h> exists) or when AEVT_SLOW is set to anything but "" or "0"
+ * (scripts/valgrind.sh sets AEVT_SLOW=1). CPU-bound code runs 10 to 50 times slower there. A
+ * test may use it to shorten a loop that would take minutes, or to lengthen a timeout that only
+ * decides how soon a hang is reported (the soak test does); what is checked must stay the same.
+ */
+static inline int aevt_slow(void)
+{
+    const char *s = getenv("AEVT_SLOW");
+    if (s != NULL && s[0] != '\0' && strcmp(s, "0") != 0)
+        return 1;
+#ifdef AEVT_HAVE_VALGRIND_H
+    if (RUNNING_ON_VALGRIND)
+        return 1;
+#endif
+    return 0;
 }
 
 #endif /* AEV_TESTUTIL_H */
