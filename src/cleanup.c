@@ -25,7 +25,9 @@ int aev_cleanup_stop(aev_cleanup *w)
     int rc = aev__stop_begin((aev_watcher *)w, AEV__T_CLEANUP);
     if (rc <= 0)
         return rc;
-    aev__unref_remove(&w->base.loop_->cleanups, &w->base);
+    /* The others keep their order: they run most recently started first. */
+    w->base.loop_->refs++;
+    aev__wvec_remove_ordered(&w->base.loop_->cleanups, &w->base);
     return 0;
 }
 

@@ -112,6 +112,9 @@ int aev__pending_at_or_above(const aev_loop *loop, int pri)
 void aev__invoke_pending(aev_loop *loop)
 {
     int i;
+    /* Counted so that aev_loop_destroy() refuses to free the loop under a callback even when
+     * the program invokes outside aev_run() (aev_invoke_pending). */
+    loop->invoking++;
     while ((i = aev__top_queue(loop)) >= 0) {
         aev__pendq *q = &loop->pending[i];
         aev__pend p = q->items[q->head++];
@@ -123,6 +126,7 @@ void aev__invoke_pending(aev_loop *loop)
         aev__drop_live(loop, q);
         p.w->cb_(p.w, p.events);
     }
+    loop->invoking--;
 }
 
 void aev__pending_free(aev_loop *loop)

@@ -46,3 +46,15 @@ void aev__wvec_remove(aev__wvec *v, aev_watcher *w)
     last->active_ = (int32_t)(i + 1);
     aev__deactivate(w);
 }
+
+/* Removes w keeping the order of the others (cleanup watchers run in reverse start order):
+ * O(n), for the vectors that are small and ordered. */
+void aev__wvec_remove_ordered(aev__wvec *v, aev_watcher *w)
+{
+    for (uint32_t i = (uint32_t)w->active_; i < v->count; i++) {
+        v->items[i - 1] = v->items[i];
+        v->items[i - 1]->active_ = (int32_t)i;
+    }
+    v->count--;
+    aev__deactivate(w);
+}

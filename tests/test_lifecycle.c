@@ -55,6 +55,51 @@ static void test_cleanup_runs_at_destroy_newest_first(void **state)
     assert_int_equal(g_events[1], AEV_CLEANUP);
 }
 
+/* Stopping a cleanup watcher from the middle leaves the others in reverse start order (the
+ * fuzzer found that removal used to swap the last one into the hole: a c b instead of c b). */
+static void test_cleanup_stop_middle_keeps_order(void **state)
+{
+    (void)state;
+    aev_loop *loop = aevt_loop_new();
+    aev_cleanup w[4];
+    g_n = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(aev_cleanup_init(&w[i], loop, log_cb), 0);
+        w[i].base.data = (void *)(intptr_t)(i + 1);
+        assert_int_equal(aev_cleanup_start(&w[i]), 0);
+    }
+    assert_int_equal(aev_cleanup_stop(&w[0]), 0);
+    assert_int_equal(aev_loop_destroy(loop), 0);
+    assert_int_equal(g_n, 3);
+    assert_int_equal(g_order[0], 4);
+    assert_int_equal(g_order[1], 3);
+    assert_int_equal(g_order[2], 2);
+}
+
+static int g_destroy_rc = 1;
+
+static void destroy_own_loop_cb(aev_watcher *w, unsigned events)
+{
+    (void)events;
+    g_destroy_rc = aev_loop_destroy(aev_watcher_loop(w));
+}
+
+/* A callback run by aev_invoke_pending() outside aev_run() is still a callback of the loop:
+ * destroying the loop there is refused (it used to free the loop under the invoke loop). */
+static void test_destroy_from_invoke_pending_busy(void **state)
+{
+    (void)state;
+    aev_loop *loop = aevt_loop_new();
+    aev_idle w;
+    assert_int_equal(aev_idle_init(&w, loop, destroy_own_loop_cb), 0);
+    assert_int_equal(aev_feed_event(&w.base, AEV_CUSTOM), 0);
+    g_destroy_rc = 1;
+    aev_invoke_pending(loop);
+    assert_int_equal(g_destroy_rc, -EBUSY);
+    assert_int_equal(aev_pending_count(loop), 0);
+    assert_int_equal(aev_loop_destroy(loop), 0);
+}
+
 typedef struct owned {
     aev_cleanup w;
     aev_loop *loop;
@@ -288,6 +333,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cleanup_runs_at_destroy_newest_first),
         cmocka_unit_test(test_cleanup_may_free_itself),
+        cmocka_unit_test(test_cleanup_stop_middle_keeps_order),
+        cmocka_unit_test(test_destroy_from_invoke_pending_busy),
         cmocka_unit_test_setup_teardown(test_cleanup_fork_errors, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_fork_watcher_runs_in_child_only, aevt_setup,
                                         aevt_teardown),
