@@ -71,6 +71,10 @@ int aev_timer_again(aev_timer *w)
     if (!aev__is((const aev_watcher *)w, AEV__T_TIMER))
         return -EINVAL;
     aev_loop *loop = w->base.loop_;
+    /* A restart makes an expiry still waiting to be invoked stale: an idle timeout pushed back
+     * by data that arrived in the same iteration must not close the connection now. */
+    if (w->base.pending_)
+        aev__unpend(&w->base);
     if (!w->base.active_) {
         if (!w->repeat_)
             return 0;
@@ -99,7 +103,9 @@ aev_time_t aev_timer_repeat(const aev_timer *w)
 
 aev_time_t aev_timer_remaining(const aev_timer *w)
 {
-    if (!w || !w->base.active_)
+    /* Checked like every other call: in debug builds a watcher of a destroyed loop is
+     * reported here instead of reading the freed heap. */
+    if (!aev__is((const aev_watcher *)w, AEV__T_TIMER) || !w->base.active_)
         return 0;
     aev_time_t left = w->base.loop_->timers.nodes[w->base.active_ - 1].at - aev__clock();
     return left > 0 ? left : 0;

@@ -825,8 +825,10 @@ static void test_jump_while_sleeping(void **state)
     pw_init(&p, loop, 1, at, 0, NULL);
     assert_int_equal(aev_periodic_start(&p.w), 0);
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, jumper, NULL), 0);
+    /* Before the thread exists: read after, a descheduled main thread could take it when the
+     * jumper's 100 ms sleep has already begun. */
     aev_time_t start = aev_time();
+    assert_int_equal(pthread_create(&t, NULL, jumper, NULL), 0);
     assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 0);
     aev_time_t took = aev_time() - start;
     assert_int_equal(pthread_join(t, NULL), 0);

@@ -760,6 +760,37 @@ static void test_again(void **state)
 }
 
 /* again() uses the interval set by set_repeat(). */
+/* An invoke hook that leaves every event pending. */
+static void no_invoke(aev_loop *loop)
+{
+    (void)loop;
+}
+
+/* An expiry already pending when aev_timer_again() is called is stale: it is dropped, so an idle
+ * timeout pushed back by activity in the same iteration does not fire (soak test finding). */
+static void test_again_drops_pending_expiry(void **state)
+{
+    aev_loop *loop = *state;
+    aev_timer t;
+    fires_reset();
+    init_timer(&t, loop, record_cb, 1, AEV_MSEC(1), AEV_MSEC(50));
+    assert_int_equal(aev_timer_start(&t), 0);
+    aevt_sleep_ms(3);
+    /* Expire it without invoking: the expiry stays pending. */
+    aev_now_update(loop);
+    aev_set_invoke_hook(loop, no_invoke);
+    assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
+    aev_set_invoke_hook(loop, NULL);
+    assert_true(aev_is_pending(&t.base));
+    aev_time_t t0 = aev_time();
+    assert_int_equal(aev_timer_again(&t), 0);
+    assert_false(aev_is_pending(&t.base));
+    aev_invoke_pending(loop);
+    assert_int_equal(g_nfires, 0);
+    check_remaining(&t, t0 + AEV_MSEC(50), aev_time() + AEV_MSEC(50));
+    assert_int_equal(aev_timer_stop(&t), 0);
+}
+
 static void test_again_uses_new_repeat(void **state)
 {
     aev_loop *loop = *state;
@@ -902,6 +933,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_after_zero, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_restart_from_callback, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_again, aevt_setup, aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_again_drops_pending_expiry, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_again_uses_new_repeat, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_remaining, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_set_changes_next_start, aevt_setup, aevt_teardown),
