@@ -220,9 +220,15 @@ static int poll_poll(aev_loop *loop, int64_t timeout)
 }
 
 /* poll() keeps no kernel state, so there is nothing to recreate after fork(). */
+/* After fork (or a rebuild) the io layer forgets what it registered and registers every watched
+ * fd again: the set must start empty too, or a fd whose watchers stopped in between would stay
+ * in it for good, ready forever, and the loop would never block again. */
 static int poll_reinit(aev_loop *loop)
 {
-    (void)loop;
+    poll_state *st = loop->backend_state;
+    for (uint32_t i = 0; i < st->count; i++)
+        st->slot[st->fds[i].fd] = -1;
+    st->count = 0;
     return 0;
 }
 

@@ -129,12 +129,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
  * AEV_FUZZ_STRICT=1 checks the documented behaviour. Remove a bit once its bug is fixed.
  */
 enum {
-    /* poll backend: aev_loop_fork() resets every fd's recorded kernel state to "nothing" (and
-     * drops the pending change list), but poll_reinit() keeps the pollfd array. A fd whose last
-     * watcher was stopped before the fork and not flushed yet, or stopped after the fork before
-     * the next poll, is then never removed from the set: it stays ready and the loop never
-     * blocks again (AEV_RUN_ONCE returns at once, before any timer is due). */
-    KB_POLL_FORK_STALE = 0x04,
     /* kqueue backend: READ and WRITE are separate kevents, so watchers of one fd (READ watcher
      * started first, WRITE watcher second) may be called WRITE first; docs: "Watchers of one fd
      * and one priority are called in the order they were started". */
@@ -145,7 +139,7 @@ enum {
      * AEV_ERROR, it waits forever. docs: a closed fd gives AEV_ERROR in the next iteration. */
     KB_KQUEUE_ERROR_RESTART = 0x10,
 };
-static unsigned g_tolerate = KB_POLL_FORK_STALE | KB_KQUEUE_FD_ORDER | KB_KQUEUE_ERROR_RESTART;
+static unsigned g_tolerate = KB_KQUEUE_FD_ORDER | KB_KQUEUE_ERROR_RESTART;
 
 static bool tolerated(unsigned kb)
 {
@@ -261,9 +255,7 @@ static struct model {
     int sock_bytes, pipe_bytes;
     bool internal_maybe; /* the loop's wakeup watcher may be pending */
     bool late_wake;      /* a helper send may have written the wakeup fd after the last poll */
-    bool io_dirty;       /* io watchers changed since the last poll (KB_POLL_FORK_STALE) */
     bool kq_bad_stale;   /* kqueue refused the closed fd (KB_KQUEUE_ERROR_RESTART) */
-    bool poll_forked; /* poll backend: aev_loop_fork() since the last poll (KB_POLL_FORK_STALE) */
     ctx stack[MAX_CTX];
     int nctx;
     bool destroying;
@@ -648,7 +640,6 @@ static void m_start(int i, int64_t t0, int64_t t1)
     s->start_seq = ++M.seq;
     switch (s->type) {
     case T_IO:
-        M.io_dirty = true;
         s->fdset = false;
         break;
     case T_TIMER:
@@ -676,8 +667,6 @@ static void m_stop(int i)
         m_consume(i, ~0u, "stop of");
     if (s->active) {
         s->active = false;
-        if (s->type == T_IO)
-            M.io_dirty = true;
     }
     if (s->type == T_ASYNC && s->sent && !s->parked)
         m_collect(new_batch());
@@ -818,8 +807,6 @@ static void m_poll(ctx *c, int cb)
                         (!any_timer || min_dlo > now + AEV_MSEC(50));
     M.internal_maybe = M.internal_maybe || M.late_wake || M.bg_inflight;
     M.late_wake = false;
-    M.io_dirty = false;
-    M.poll_forked = false;
 
     bool bad_active = false;
     for (int i = 0; i < NSLOTS; i++)
@@ -1274,8 +1261,6 @@ static void op_stop(int i, unsigned via)
     bool typed = via_type(i, via, &vtype);
     if (s->type == T_ASYNC && async_locked())
         return;
-    if (s->type == T_IO && s->active && M.poll_forked && tolerated(KB_POLL_FORK_STALE))
-        return;
     int want = (s->type == T_NONE || (typed && vtype != s->type)) ? -EINVAL : 0;
     trace("%s_stop(slot %d) [%s]", typed ? type_name[vtype] : "aev", i, type_name[s->type]);
     int rc = typed ? call_typed_stop(vtype, wp(i)) : aev_stop(wp(i));
@@ -1537,16 +1522,12 @@ static void op_suspend(unsigned k)
 
 static void op_fork(void)
 {
-    if (M.backend == AEV_BACKEND_POLL && M.io_dirty && tolerated(KB_POLL_FORK_STALE))
-        return;
     trace("aev_loop_fork()");
     int rc = aev_loop_fork(M.loop);
     expect_rc("aev_loop_fork", -1, rc, 0);
     M.forked = true;
-    M.poll_forked = M.backend == AEV_BACKEND_POLL;
     M.internal_maybe = false; /* a new wakeup fd and watcher */
     M.late_wake = false;
-    M.io_dirty = true;
 }
 
 static void hook_defer(aev_loop *loop)
