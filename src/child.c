@@ -56,6 +56,19 @@ struct aev__childrec {
 
 typedef struct aev__childrec aev__childrec;
 
+/* 1 if w is among the loop's active watchers of a pid > 0. Compares pointers only, without
+ * reading w (it may hold anything: re-initialisation check, watcher.c). */
+int aev__child_pid_holds(const aev_loop *loop, const aev_child *w)
+{
+    for (uint32_t i = 0; i < loop->child_used; i++) {
+        for (const aev_child *p = loop->child_recs[i]->head; p; p = p->next_) {
+            if (p == w)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 static int aev__child_args_ok(int pid)
 {
     return pid >= 0;

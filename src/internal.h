@@ -281,6 +281,10 @@ void aev__periodics_free(aev_loop *loop);
  * memory w may hold (see watcher.c). */
 int aev__periodic_holds(const aev_loop *loop, const aev_periodic *w);
 
+/* ---- signal.c, child.c: whether the loop holds w as active (watcher.c's re-init check) ---- */
+int aev__signal_holds(const aev_loop *loop, const aev_signal *w);
+int aev__child_pid_holds(const aev_loop *loop, const aev_child *w);
+
 /* ---- stat.c ---- */
 /* Gives the child its own inotify instance after fork(); the parent's is shared. */
 void aev__stat_fork(aev_loop *loop);

@@ -274,6 +274,23 @@ static int aev__sigloop_get(aev_loop *loop, struct aev__sigloop **out)
     return 0;
 }
 
+/* 1 if w is on one of the loop's lists of active signal watchers. Compares pointers only, and
+ * walks every signal's list rather than trusting w's own signum: w may hold anything
+ * (re-initialisation check, watcher.c). */
+int aev__signal_holds(const aev_loop *loop, const aev_signal *w)
+{
+    const struct aev__sigloop *sl = loop->sig;
+    if (!sl)
+        return 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        for (const aev_signal *p = sl->heads[sig]; p; p = p->next_) {
+            if (p == w)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 void aev__signal_free(aev_loop *loop)
 {
     struct aev__sigloop *sl = loop->sig;

@@ -109,10 +109,9 @@ static int aev__embed_holds(const aev_loop *loop, const aev_embed *w)
     return aev__wvec_holds(&loop->prepares, &w->prepare_.base);
 }
 
-/* Whether loop holds w as an active watcher of the type w->type_ claims: 1 or 0, or -1 where
- * the loop keeps no index of its active watchers of that kind that watcher.c can read: async
- * watchers (an active one is referenced only while sent or pending), signal watchers (their
- * lists are private to signal.c) and child watchers of a pid > 0 (private to child.c). */
+/* Whether loop holds w as an active watcher of the type w->type_ claims: 1 or 0, or -1 for
+ * async watchers, of which the loop keeps no index (an active one is referenced only while
+ * sent or pending). */
 static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
 {
     if (w->active_ <= 0)
@@ -144,9 +143,10 @@ static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
         AEV__ASSUME_DEFINED(&((const aev_child *)w)->pid_, sizeof(int));
         if (((const aev_child *)w)->pid_ == 0)
             return aev__child_any_holds(loop, (const aev_child *)w);
-        return -1;
-    case AEV__T_ASYNC:
+        return aev__child_pid_holds(loop, (const aev_child *)w);
     case AEV__T_SIGNAL:
+        return aev__signal_holds(loop, (const aev_signal *)w);
+    case AEV__T_ASYNC:
         return -1;
     default:
         return 0; /* not a watcher type: nothing of the loop can hold it */

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- shared state: a loop, an embeddable loop, a pipe -------------------------------------- */
@@ -258,8 +259,8 @@ typedef struct wtype {
     size_t size;
     bool referenced; /* an active one keeps aev_run() going */
     /* The init functions detect an active (not pending) watcher of this type: not for async
-     * and signal watchers, whose loop keeps no index of them that the check could read
-     * (docs/api.md, "Misuse"); a pending one is detected for every type. */
+     * watchers, whose loop keeps no index of them that the check could read (docs/api.md,
+     * "Misuse"); a pending one is detected for every type. */
     bool active_reinit_detected;
 } wtype;
 
@@ -270,7 +271,7 @@ typedef struct wtype {
 static const wtype g_types[] = {
     WT(io, true, true),      WT(timer, true, true),    WT(idle, true, true),
     WT(prepare, true, true), WT(check, true, true),    WT(async, true, false),
-    WT(signal, true, false), WT(child, true, true),    WT(periodic, true, true),
+    WT(signal, true, true), WT(child, true, true),    WT(periodic, true, true),
     WT(fork, false, true),   WT(cleanup, false, true), WT(stat, true, true),
     WT(embed, true, true),
 };
@@ -858,6 +859,35 @@ static void test_reinit_active_is_busy(void **state)
 }
 
 /* A pending watcher, active or not, of every type: -EBUSY, untouched; its event survives. */
+/* The same for a child watcher of one pid (the table above watches any child, pid 0): the
+ * loop's per-pid records are searched by pointer. */
+static void test_reinit_active_child_pid_is_busy(void **state)
+{
+    (void)state;
+    int gate[2];
+    assert_int_equal(pipe(gate), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c;
+        close(gate[1]);
+        (void)!read(gate[0], &c, 1); /* until the parent closes its end */
+        _exit(0);
+    }
+    close(gate[0]);
+    aev_child w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(aev_child_init(&w, g_loop, noop_cb, pid, 0), 0);
+    assert_int_equal(aev_child_start(&w), 0);
+    aev_child before = w;
+    assert_int_equal(aev_child_init(&w, g_loop, noop_cb, pid, 0), -EBUSY);
+    assert_memory_equal(&before, &w, sizeof w);
+    assert_int_equal(aev_child_stop(&w), 0);
+    assert_int_equal(aev_child_init(&w, g_loop, noop_cb, pid, 0), 0);
+    close(gate[1]);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
 static void test_reinit_pending_is_busy(void **state)
 {
     (void)state;
@@ -1358,6 +1388,7 @@ int main(void)
         T(test_double_start_double_stop),
         T(test_priority_busy_while_active_or_pending),
         T(test_reinit_active_is_busy),
+        T(test_reinit_active_child_pid_is_busy),
         T(test_reinit_pending_is_busy),
         T(test_reinit_copy_of_active_is_not_busy),
         T(test_reinit_garbage_is_not_busy),
