@@ -375,9 +375,9 @@ typedef struct aev_signal {
 } aev_signal;
 
 /* Errors: -EINVAL (NULL w, loop or cb; signum not a valid catchable signal, e.g. 0, SIGKILL,
- * SIGSTOP, >= NSIG); init: -EBUSY while pending (an active watcher that is not pending is not
- * detected: stop it first); aev_signal_set: -EBUSY while active; start: -ENOMEM, -ENOSPC (too many
- * loops watch this signal), and errors of sigaction(). aev_signal_signum(NULL) is -EINVAL. */
+ * SIGSTOP, >= NSIG); init: -EBUSY while the loop holds it; aev_signal_set: -EBUSY while
+ * active; start: -ENOMEM, -ENOSPC (too many loops watch this signal), and errors of
+ * sigaction(). aev_signal_signum(NULL) is -EINVAL. */
 AEV_EXPORT int aev_signal_init(aev_signal *w, aev_loop *loop, aev_cb cb, int signum);
 AEV_EXPORT int aev_signal_set(aev_signal *w, int signum);
 AEV_EXPORT int aev_signal_start(aev_signal *w);
@@ -406,9 +406,8 @@ typedef struct aev_child {
     int fd_; /* pidfd, or -1 */
 } aev_child;
 
-/* Errors: -EINVAL (NULL w, loop or cb; pid < 0); init: -EBUSY while the loop holds it (for a
- * pid > 0, detected only while pending); aev_child_set: -EBUSY while active; start:
- * -ENOMEM, and kernel errors (-ESRCH: no such process; -ECHILD: not a child of this process). */
+/* Errors: -EINVAL (NULL w, loop or cb; pid < 0); init: -EBUSY while the loop holds it;
+ * aev_child_set: -EBUSY while active; start: -ENOMEM, and kernel errors (-ESRCH: no such process; -ECHILD: not a child of this process). */
 AEV_EXPORT int aev_child_init(aev_child *w, aev_loop *loop, aev_cb cb, int pid, int trace);
 AEV_EXPORT int aev_child_set(aev_child *w, int pid, int trace);
 AEV_EXPORT int aev_child_start(aev_child *w);
