@@ -261,11 +261,15 @@ void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen)
 
 /* A registration the backend accepted earlier was refused after all: kqueue reports a failed
  * change with the wait that submitted it, not when modify() queued it. The fd's watchers fail as
- * if modify() had refused it; the stops make the next flush remove whatever the backend holds. */
+ * if modify() had refused it. The kernel holds nothing for the refused events, so nothing is
+ * recorded: a watcher started again on the fd is submitted again, and refused again (a closed
+ * fd reports AEV_ERROR each time). Should part of it have been accepted after all, the unwanted
+ * events it brings are renewed away like any stale registration. */
 void aev__io_error(aev_loop *loop, int fd, int err)
 {
     if (fd < 0 || (uint32_t)fd >= loop->nfds)
         return;
+    loop->fds[fd].kernel = 0;
     aev__fd_fail(loop, fd, err, AEV_ERROP_WATCH);
 }
 

@@ -133,13 +133,8 @@ enum {
      * started first, WRITE watcher second) may be called WRITE first; docs: "Watchers of one fd
      * and one priority are called in the order they were started". */
     KB_KQUEUE_FD_ORDER = 0x08,
-    /* kqueue backend: a refused registration comes back from the wait (aev__io_error) and stops
-     * the fd's watchers, but the fd's recorded kernel state keeps the refused events; a watcher
-     * started again on the same (closed) fd before the next flush is then never registered: no
-     * AEV_ERROR, it waits forever. docs: a closed fd gives AEV_ERROR in the next iteration. */
-    KB_KQUEUE_ERROR_RESTART = 0x10,
 };
-static unsigned g_tolerate = KB_KQUEUE_FD_ORDER | KB_KQUEUE_ERROR_RESTART;
+static unsigned g_tolerate = KB_KQUEUE_FD_ORDER;
 
 static bool tolerated(unsigned kb)
 {
@@ -255,7 +250,6 @@ static struct model {
     int sock_bytes, pipe_bytes;
     bool internal_maybe; /* the loop's wakeup watcher may be pending */
     bool late_wake;      /* a helper send may have written the wakeup fd after the last poll */
-    bool kq_bad_stale;   /* kqueue refused the closed fd (KB_KQUEUE_ERROR_RESTART) */
     ctx stack[MAX_CTX];
     int nctx;
     bool destroying;
@@ -808,11 +802,6 @@ static void m_poll(ctx *c, int cb)
     M.internal_maybe = M.internal_maybe || M.late_wake || M.bg_inflight;
     M.late_wake = false;
 
-    bool bad_active = false;
-    for (int i = 0; i < NSLOTS; i++)
-        bad_active = bad_active || (M.s[i].type == T_IO && M.s[i].active && M.s[i].fdk == FD_BAD);
-    if (!bad_active)
-        M.kq_bad_stale = false; /* the flush withdrew the refused registration */
 
     uint64_t b_io = new_batch(), b_async = new_batch(), b_always = new_batch();
     uint64_t b_timer = new_batch(), b_idle = new_batch(), b_check = new_batch();
@@ -840,7 +829,6 @@ static void m_poll(ctx *c, int cb)
             s->err = -EBADF;
             s->errop = M.backend == AEV_BACKEND_POLL ? AEV_ERROP_POLL : AEV_ERROP_WATCH;
             m_feed(i, AEV_ERROR, b_io, BK_IO, key);
-            M.kq_bad_stale = M.backend == AEV_BACKEND_KQUEUE;
             continue;
         }
         default:
@@ -1240,9 +1228,6 @@ static void op_start(int i, unsigned via)
     int vtype;
     bool typed = via_type(i, via, &vtype);
     if ((s->type == T_ASYNC && async_locked()) || M.destroying)
-        return;
-    if (s->type == T_IO && !s->active && s->fdk == FD_BAD && !s->fdset && M.kq_bad_stale &&
-        tolerated(KB_KQUEUE_ERROR_RESTART))
         return;
     int want = (s->type == T_NONE || (typed && vtype != s->type)) ? -EINVAL : 0;
     trace("%s_start(slot %d) [%s]", typed ? type_name[vtype] : "aev", i, type_name[s->type]);
