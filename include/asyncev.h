@@ -400,7 +400,6 @@ typedef struct aev_child {
     /* private: */
     struct aev_child *next_;
     int pid_;
-    int trace_;
     int rpid_;
     int rstatus_;
     int fd_; /* pidfd, or -1 */

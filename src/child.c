@@ -69,6 +69,21 @@ int aev__child_pid_holds(const aev_loop *loop, const aev_child *w)
     return 0;
 }
 
+/* Whether w reports stops and continues too: a flag bit, which keeps aev_child at libev's size
+ * plus the loop pointer. */
+static int aev__child_traced(const aev_child *w)
+{
+    return (w->base.flags_ & AEV__WF_TRACE) != 0;
+}
+
+static void aev__child_set_trace(aev_child *w, int trace)
+{
+    if (trace)
+        w->base.flags_ |= AEV__WF_TRACE;
+    else
+        w->base.flags_ &= (uint8_t)~AEV__WF_TRACE;
+}
+
 static int aev__child_args_ok(int pid)
 {
     return pid >= 0;
@@ -328,14 +343,14 @@ static int aev__child_dispatch(aev_loop *loop, aev__childrec *rec, int pid, int 
     aev_child *next;
     for (aev_child *w = rec ? rec->head : NULL; w; w = next) {
         next = w->next_;
-        if (!ended && !w->trace_)
+        if (!ended && !aev__child_traced(w))
             continue;
         if (ended)
             aev_child_stop(w);
         aev__child_report(w, pid, status);
     }
     for (aev_child *w = loop->child_any; w; w = w->next_) {
-        if (ended || w->trace_)
+        if (ended || aev__child_traced(w))
             aev__child_report(w, pid, status);
     }
     return ended;
@@ -405,7 +420,7 @@ static void aev__child_reap_any(aev_loop *loop)
 {
     int flags = WNOHANG;
     for (aev_child *w = loop->child_any; w; w = w->next_) {
-        if (w->trace_)
+        if (aev__child_traced(w))
             flags |= WUNTRACED | WCONTINUED;
     }
     for (int i = 0; i < AEV__CHILD_ANY_BURST && loop->child_any; i++) {
@@ -459,7 +474,7 @@ int aev_child_init(aev_child *w, aev_loop *loop, aev_cb cb, int pid, int trace)
         return rc;
     w->next_ = NULL;
     w->pid_ = pid;
-    w->trace_ = trace != 0;
+    aev__child_set_trace(w, trace);
     w->rpid_ = 0;
     w->rstatus_ = 0;
     w->fd_ = -1;
@@ -473,7 +488,7 @@ int aev_child_set(aev_child *w, int pid, int trace)
     if (w->base.active_)
         return -EBUSY;
     w->pid_ = pid;
-    w->trace_ = trace != 0;
+    aev__child_set_trace(w, trace);
     return 0;
 }
 
@@ -497,7 +512,7 @@ static void aev__child_unlink(aev_child **head, aev_child *w)
 /* Whether w needs SIGCHLD: what a pidfd reports (termination) is not enough for it. */
 static int aev__child_needs_sig(const aev_child *w, const aev__childrec *rec)
 {
-    return !rec || w->trace_ || rec->fd < 0;
+    return !rec || aev__child_traced(w) || rec->fd < 0;
 }
 
 /* Subscribes w to SIGCHLD if it needs it, and requests the first poll (a state change before
@@ -549,7 +564,7 @@ int aev_child_start(aev_child *w)
         return rc;
     }
     aev__child_link(&rec->head, w);
-    rec->ntrace += (unsigned)w->trace_;
+    rec->ntrace += (unsigned)aev__child_traced(w);
     w->fd_ = rec->fd;
     aev__activate(&w->base, 1);
     return 0;
@@ -565,7 +580,7 @@ int aev_child_stop(aev_child *w)
     int needs_sig = aev__child_needs_sig(w, rec);
     if (rec) {
         aev__child_unlink(&rec->head, w);
-        rec->ntrace -= (unsigned)w->trace_;
+        rec->ntrace -= (unsigned)aev__child_traced(w);
         if (!rec->head)
             aev__child_close(loop, rec);
     } else {
