@@ -248,7 +248,9 @@ static int kq_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, u
     return 0;
 }
 
-/* Hands each result to the io layer and counts what was seen. */
+/* Hands the results to the io layer and counts what was seen. READ and WRITE of one fd come
+ * as two results, in no particular order: they are gathered first and delivered once per fd,
+ * so that the fd's watchers are called in start order, as with epoll and poll. */
 static void kq_dispatch(aev_loop *loop, const kq_state *st, int n, kq_outcome *out)
 {
     for (int i = 0; i < n; i++) {
@@ -267,7 +269,11 @@ static void kq_dispatch(aev_loop *loop, const kq_state *st, int n, kq_outcome *o
             continue;
         }
         out->events++;
-        aev__io_ready(loop, fd, ev->filter == EVFILT_WRITE ? AEV_WRITE : AEV_READ, tag);
+        aev__io_gather(loop, fd, ev->filter == EVFILT_WRITE ? AEV_WRITE : AEV_READ, tag);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!(st->kev[i].flags & EV_ERROR))
+            aev__io_deliver(loop, (int)st->kev[i].ident);
     }
 }
 

@@ -78,6 +78,7 @@ typedef struct aev__fd {
     uint8_t kernel; /* events handed to the backend */
     uint8_t flags;  /* AEV__FD_* */
     uint8_t stale;  /* consecutive unwanted events seen; too many forces a backend rebuild */
+    uint8_t gathered; /* events collected by aev__io_gather, not delivered yet */
 } aev__fd;
 
 /* Timer heap node; the deadline is cached here to keep the sift loops in one cache line. */
@@ -219,6 +220,10 @@ int aev__pending_at_or_above(const aev_loop *loop, int pri);
 /* ---- io.c ---- */
 void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen);
 void aev__io_error(aev_loop *loop, int fd, int err);
+/* For backends that report one fd's events in several results (kqueue: one per filter): gather
+ * them all, then deliver each fd once, so that its watchers run in start order as elsewhere. */
+void aev__io_gather(aev_loop *loop, int fd, unsigned revents, uint32_t gen);
+void aev__io_deliver(aev_loop *loop, int fd);
 void aev__io_flush(aev_loop *loop);
 void aev__io_feed_always_ready(aev_loop *loop);
 void aev__io_resubmit_all(aev_loop *loop);

@@ -259,6 +259,28 @@ void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen)
     e->stale = 0;
 }
 
+void aev__io_gather(aev_loop *loop, int fd, unsigned revents, uint32_t gen)
+{
+    if (fd < 0 || (uint32_t)fd >= loop->nfds)
+        return;
+    aev__fd *e = &loop->fds[fd];
+    if (gen != AEV__GEN_ANY && gen != e->gen) {
+        aev__io_ready(loop, fd, revents, gen); /* a stale registration: handled as ever */
+        return;
+    }
+    e->gathered |= (uint8_t)revents;
+}
+
+void aev__io_deliver(aev_loop *loop, int fd)
+{
+    if (fd < 0 || (uint32_t)fd >= loop->nfds || !loop->fds[fd].gathered)
+        return;
+    aev__fd *e = &loop->fds[fd];
+    unsigned revents = e->gathered;
+    e->gathered = 0;
+    aev__io_ready(loop, fd, revents, e->gen);
+}
+
 /* A registration the backend accepted earlier was refused after all: kqueue reports a failed
  * change with the wait that submitted it, not when modify() queued it. The fd's watchers fail as
  * if modify() had refused it. The kernel holds nothing for the refused events, so nothing is
