@@ -6,6 +6,12 @@
 #             from /usr, and removed (as root only; skipped otherwise)
 #   ci-asan   gcc, AddressSanitizer + UndefinedBehaviorSanitizer, -Werror: every test
 #   ci-tsan   clang, ThreadSanitizer, -Werror: the tests labelled "thread"
+#   soak      the soak test of ci-plain for $AEV_CI_SOAK_SECONDS (default 120) on epoll, and a
+#             quarter of that on poll with the self-pipe wakeup (CTest runs it for 20 s)
+#   fuzz      the libFuzzer API harness (clang) for $AEV_CI_FUZZ_SECONDS (default 120), then the
+#             corpus replayed (scripts/fuzz.sh, in build/fuzz)
+#   valgrind  every test program under memcheck (scripts/valgrind.sh, in build/valgrind)
+# Set AEV_CI_QUICK=1 to skip the last three (the long-running ones) on a developer machine.
 # Every configuration runs even if an earlier one failed; a summary follows, and the exit status
 # is non-zero if anything failed. Installs missing build dependencies first (see deps.sh).
 set -euo pipefail
@@ -284,6 +290,31 @@ if configure_and_build "$tsan" clang -DAEV_SANITIZE=thread -DAEV_WERROR=ON; then
     record "tsan: ctest -L thread" "$rc"
 else
     record "tsan: build (clang)" 1
+fi
+
+# ---- long-running stages --------------------------------------------------------------------
+if [ "${AEV_CI_QUICK:-0}" = 1 ]; then
+    summary+=("SKIP  soak, fuzz, valgrind (AEV_CI_QUICK=1)")
+else
+    # soak: the longer run the issue asks of CI, on the build already tested above.
+    soak_secs=${AEV_CI_SOAK_SECONDS:-120}
+    if [ -x "$plain/tests/soak/soak" ]; then
+        rc=0
+        echo "==> soak: ${soak_secs} s on epoll"
+        AEV_BACKEND=epoll "$plain/tests/soak/soak" --seconds "$soak_secs" || rc=$?
+        echo "==> soak: $((soak_secs / 4)) s on poll with the self-pipe wakeup"
+        AEV_BACKEND=poll AEVT_WAKEUP=pipe "$plain/tests/soak/soak" --seconds $((soak_secs / 4)) ||
+            rc=$?
+        record "soak: ${soak_secs} s epoll + $((soak_secs / 4)) s poll/pipe (RSS, fds, answers, timers)" "$rc"
+    else
+        record "soak: program missing from $plain" 1
+    fi
+    rc=0
+    scripts/fuzz.sh "${AEV_CI_FUZZ_SECONDS:-120}" || rc=$?
+    record "fuzz: libFuzzer ${AEV_CI_FUZZ_SECONDS:-120} s against the model, corpus replay" "$rc"
+    rc=0
+    scripts/valgrind.sh || rc=$?
+    record "valgrind: memcheck over the test suite" "$rc"
 fi
 
 # ---- summary --------------------------------------------------------------------------------
