@@ -1382,6 +1382,9 @@ static void op_timer(int i, unsigned sub, unsigned a)
         expect_rc("aev_timer_again", i, rc, is_timer ? 0 : -EINVAL);
         if (!is_timer)
             return;
+        /* docs: a pending event of the timer is dropped first, in every case. */
+        if (s->pend.on)
+            m_consume(i, ~0u, "aev_timer_again of");
         if (!s->active) {
             if (s->repeat) {
                 m_start(i, t0, t1);
