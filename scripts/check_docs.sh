@@ -78,3 +78,26 @@ if command -v groff >/dev/null 2>&1; then
     done
 fi
 echo "docs: $total of $total public functions have an up-to-date man page in $man_dir"
+
+# docs/guarantees.md proves each promise with tests named `tests/<file>.c: test_name`: each
+# such test must still exist as a function in that file.
+guarantees=docs/guarantees.md
+stale=()
+nrefs=0
+while read -r file fn; do
+    nrefs=$((nrefs + 1))
+    if [[ ! -f $file ]] || ! grep -qE "^static void ${fn}\(" "$file"; then
+        stale+=("$file: $fn")
+    fi
+done < <(grep -oE '`tests/[A-Za-z0-9_/]+\.c: test_[A-Za-z0-9_]+`' "$guarantees" | tr -d '`' |
+    sed 's/: / /' | sort -u)
+if [[ $nrefs -eq 0 ]]; then
+    echo "docs: $guarantees names no test" >&2
+    exit 1
+fi
+if [[ ${#stale[@]} -gt 0 ]]; then
+    echo "docs: $guarantees names tests that do not exist:" >&2
+    printf '  %s\n' "${stale[@]}" >&2
+    exit 1
+fi
+echo "docs: the $nrefs tests named in $guarantees exist"
