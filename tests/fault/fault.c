@@ -112,25 +112,75 @@ static int aevf__fail(int err)
 
 static _Thread_local int aevf__resolving;
 
-/* The next definition of `name` after this executable's, looked up once. NULL while this thread
- * is inside dlsym() (should dlsym itself call an interposed function) or if there is none. */
-static void *aevf__next(_Atomic(void *) *slot, const char *name)
+/*
+ * What an interposer forwards to, looked up once: a sanitizer's interceptor of the function if
+ * there is one, else the next definition after this executable's (libc's). The interceptor must
+ * come first: ThreadSanitizer's runtime is linked into the executable, where these definitions
+ * replace its interceptors (weak aliases of __interceptor_<name>), so RTLD_NEXT would skip it;
+ * without its sigaction interceptor, for one, signal handlers run unwrapped and deadlock on its
+ * locks. (AddressSanitizer's shared runtime exports the same names; either way works there.)
+ * NULL while this thread is inside dlsym() (should dlsym call an interposed function) or if
+ * there is no definition.
+ */
+static void *aevf__next(_Atomic(void *) *slot, const char *name, const char *interceptor)
 {
     void *fn = atomic_load_explicit(slot, memory_order_acquire);
     if (fn || aevf__resolving)
         return fn;
     aevf__resolving = 1;
-    fn = dlsym(RTLD_NEXT, name);
+    fn = dlsym(RTLD_DEFAULT, interceptor);
+    if (!fn)
+        fn = dlsym(RTLD_NEXT, name);
     aevf__resolving = 0;
     if (fn)
         atomic_store_explicit(slot, fn, memory_order_release);
     return fn;
 }
 
+/* The interposed functions, one slot each for the next definition. */
+#ifdef AEVF_HAVE_EPOLL_PWAIT2
+#define AEVF_PWAIT2(X) X(epoll_pwait2)
+#else
+#define AEVF_PWAIT2(X)
+#endif
+#define AEVF_FUNCS(X)                                                                              \
+    X(epoll_create1)                                                                               \
+    X(epoll_ctl)                                                                                   \
+    X(epoll_wait)                                                                                  \
+    AEVF_PWAIT2(X)                                                                                 \
+    X(poll)                                                                                        \
+    X(ppoll)                                                                                       \
+    X(eventfd)                                                                                     \
+    X(pipe)                                                                                        \
+    X(pipe2)                                                                                       \
+    X(read)                                                                                        \
+    X(write)                                                                                       \
+    X(inotify_init1)                                                                               \
+    X(inotify_add_watch)                                                                           \
+    X(syscall)                                                                                     \
+    X(sigaction)                                                                                   \
+    X(waitid)                                                                                      \
+    X(waitpid)
+
+#define AEVF_SLOT(name) static _Atomic(void *) aevf__next_##name;
+AEVF_FUNCS(AEVF_SLOT)
+
+/*
+ * Every next definition is looked up before main(), not at the first call: a lookup at the
+ * first call could be interrupted by a signal whose handler (the library's) ends up needing a
+ * lock dlsym() holds (ThreadSanitizer's allocator, for one) and deadlock. The lazy lookup stays
+ * for calls made before this constructor runs.
+ */
+__attribute__((constructor)) static void aevf__resolve_all(void)
+{
+#define AEVF_RESOLVE(name) (void)aevf__next(&aevf__next_##name, #name, "__interceptor_" #name);
+    AEVF_FUNCS(AEVF_RESOLVE)
+#undef AEVF_RESOLVE
+}
+
 /* Resolves `type fn` for the interposer it is used in, or fails the call with ENOSYS. */
 #define AEVF_NEXT(type, name)                                                                      \
-    static _Atomic(void *) next_##name;                                                            \
-    type fn = (type)aevf__next(&next_##name, #name);                                               \
+    type fn = (type)aevf__next(&aevf__next_##name, #name, "__interceptor_" #name);                 \
     if (!fn)                                                                                       \
         return aevf__fail(ENOSYS);
 
