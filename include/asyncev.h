@@ -163,8 +163,9 @@ typedef struct aev_check {
 typedef struct aev_async {
     aev_watcher base;
     /* private: */
-    atomic_uint sent_;
-    _Atomic(struct aev_async *) next_; /* link in the loop's list of sent watchers */
+    /* 0 while not sent; otherwise the link in the loop's list of sent watchers with bit 0 set
+     * (the next watcher's address | 1), so that "sent" and the link are one atomic word. */
+    atomic_uintptr_t link_;
 } aev_async;
 
 /* ---- errors and versions ---------------------------------------------------------------- */

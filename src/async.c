@@ -2,15 +2,19 @@
  * Async watchers: the one part of a loop that other threads and signal handlers may touch.
  *
  * Protocol (docs/async.md has the full argument):
- *  - A sender sets the watcher's `sent_` flag with an atomic exchange. Only the sender that
- *    turns it from 0 to 1 pushes the watcher onto the loop's lock-free `sent_list` stack, so a
- *    watcher is on the stack at most once and many sends coalesce into one callback.
+ *  - The watcher's one atomic word `link_` is 0 while it is not sent; a sent watcher holds the
+ *    address of the next watcher on the stack with bit 0 set (AEV__SENT alone at the bottom).
+ *    A sender exchanges AEV__SENT into it; only the sender that finds 0 pushes the watcher onto
+ *    the loop's lock-free `sent_list` stack, so a watcher is on the stack at most once and many
+ *    sends coalesce into one callback.
  *  - The pusher that finds the stack empty writes the wakeup fd, and only if the loop announced
  *    (`may_sleep`) that it may block. The loop re-checks the stack after announcing, so either
  *    the loop sees the push or the pusher sees the announcement: no wakeup is lost, and there is
  *    at most one write per time the loop takes the stack, i.e. per iteration.
- *  - The loop takes the whole stack with one exchange and clears each `sent_` with an exchange
- *    before feeding the event: a send after that point makes the watcher pending again.
+ *  - The loop takes the whole stack with one exchange and clears each `link_` to 0 with an
+ *    exchange before feeding the event: a send after that point makes the watcher pending again.
+ * One word instead of a flag and a pointer keeps the watcher at libev's size plus the loop
+ * pointer; aev_async is pointer-aligned, so bit 0 of a watcher's address is always free.
  * Only the loop thread touches anything else in the watcher.
  */
 #include "internal.h"
@@ -21,23 +25,32 @@
 #error "aev_async_send must be async-signal-safe: lock-free atomics are required"
 #endif
 
+/* Bit 0 of link_: the watcher is sent. The other bits are the next watcher on the stack. */
+#define AEV__SENT ((uintptr_t)1)
+
+static aev_async *aev__link_next(uintptr_t link)
+{
+    return (aev_async *)(link & ~AEV__SENT);
+}
+
 int aev_async_init(aev_async *w, aev_loop *loop, aev_cb cb)
 {
     int rc = aev__watcher_init((aev_watcher *)w, loop, cb, AEV__T_ASYNC);
     if (rc < 0)
         return rc;
-    atomic_init(&w->sent_, 0);
-    atomic_init(&w->next_, NULL);
+    atomic_init(&w->link_, 0);
     return 0;
 }
 
 /* The loop notes a send: clear the flag, then make the watcher pending. */
 static void aev__async_note(aev_loop *loop, aev_async *w)
 {
-    /* acq_rel: the acquire half pairs with the release half of every sender's exchange that set
-     * the flag since it was last cleared, so the callback sees what those senders wrote before
-     * sending; the release half orders our earlier read of next_ before a new push of w. */
-    atomic_exchange_explicit(&w->sent_, 0, memory_order_acq_rel);
+    /* acq_rel: the acquire half pairs with the release half of every send since the word was
+     * last cleared (each is a read-modify-write of link_, and so is every other change of it
+     * until this one: one unbroken release sequence), so the callback sees what those senders
+     * wrote before sending; the release half orders our earlier read of the link before a new
+     * push of w. */
+    atomic_exchange_explicit(&w->link_, 0, memory_order_acq_rel);
     aev__feed(loop, &w->base, AEV_ASYNC);
 }
 
@@ -67,7 +80,7 @@ int aev_async_stop(aev_async *w)
      * may free it once stopped, so take the stack now. w, being inactive, is parked and is
      * delivered if started again. Acquire: pairs with the sender's exchange, so that the stack
      * read below sees its push (the program guarantees that no send is still running). */
-    if (!(w->base.flags_ & AEV__WF_PARKED) && atomic_load_explicit(&w->sent_, memory_order_acquire))
+    if (!(w->base.flags_ & AEV__WF_PARKED) && atomic_load_explicit(&w->link_, memory_order_acquire))
         aev__async_collect(w->base.loop_);
     return 0;
 }
@@ -77,17 +90,22 @@ int aev_async_send(aev_async *w)
     /* type_ is written once by aev_async_init(), before the watcher is handed to any sender. */
     if (!w || w->base.type_ != AEV__T_ASYNC)
         return -EINVAL;
-    /* acq_rel: release publishes this thread's earlier writes to the loop, which reads the flag
+    /* acq_rel: release publishes this thread's earlier writes to the loop, which clears the word
      * with an acquiring exchange before the callback; acquire orders this after the loop's
-     * clearing exchange, so our push below cannot overwrite next_ before the loop read it.
-     * A redundant send is this one instruction: no system call, no other shared write. */
-    if (atomic_exchange_explicit(&w->sent_, 1, memory_order_acq_rel) != 0)
+     * clearing exchange, so our push below cannot overwrite the link before the loop read it.
+     * fetch_or keeps the link of a watcher already on the stack. Only bit 0 is tested (it is
+     * set in every nonzero value), so compilers emit one `lock bts`: a redundant send is this
+     * one instruction, with no system call and no other shared write. */
+    if (atomic_fetch_or_explicit(&w->link_, AEV__SENT, memory_order_acq_rel) & AEV__SENT)
         return 0;
     aev_loop *loop = w->base.loop_;
     aev_async *head = atomic_load_explicit(&loop->sent_list, memory_order_relaxed);
     do {
-        atomic_store_explicit(&w->next_, head, memory_order_relaxed);
-        /* seq_cst: besides publishing next_ (release) this store and the load of may_sleep
+        /* Relaxed, but an exchange and not a store: a plain store would end the release
+         * sequence of a concurrent redundant send (see aev__async_note). The CAS below
+         * publishes the link. */
+        atomic_exchange_explicit(&w->link_, (uintptr_t)head | AEV__SENT, memory_order_relaxed);
+        /* seq_cst: besides publishing the link (release) this store and the load of may_sleep
          * below form one half of a Dekker handshake with aev__async_waiting(): the loop stores
          * may_sleep then loads sent_list, we store sent_list then load may_sleep. */
     } while (!atomic_compare_exchange_weak_explicit(&loop->sent_list, &head, w,
@@ -100,7 +118,7 @@ int aev_async_send(aev_async *w)
 bool aev_async_sent(const aev_async *w)
 {
     /* Relaxed: a snapshot for the caller; it orders nothing. */
-    return w && atomic_load_explicit(&w->sent_, memory_order_relaxed) != 0;
+    return w && atomic_load_explicit(&w->link_, memory_order_relaxed) != 0;
 }
 
 /* Reverses the stack into send order, so that async callbacks of one priority run FIFO. */
@@ -108,10 +126,12 @@ static aev_async *aev__reverse(aev_async *list)
 {
     aev_async *out = NULL;
     while (list) {
-        /* Relaxed: these watchers have sent_ == 1, so no sender touches next_ until the loop
-         * clears sent_; the stack exchange already made the senders' stores visible. */
-        aev_async *next = atomic_load_explicit(&list->next_, memory_order_relaxed);
-        atomic_store_explicit(&list->next_, out, memory_order_relaxed);
+        /* Relaxed: the stack exchange already made the pushers' links visible, and a sender
+         * can only set bit 0, which is set already. The rewrite keeps bit 0 (the watcher stays
+         * sent) and is an exchange, not a store, for the same reason as the pusher's. The
+         * exchange returns the link too: a redundant send changes no bit of it. */
+        aev_async *next = aev__link_next(atomic_exchange_explicit(
+            &list->link_, (uintptr_t)out | AEV__SENT, memory_order_relaxed));
         out = list;
         list = next;
     }
@@ -124,12 +144,12 @@ void aev__async_collect(aev_loop *loop)
      * sleep (seq_cst), so at worst it is collected one iteration later, without blocking. */
     if (!atomic_load_explicit(&loop->sent_list, memory_order_relaxed))
         return;
-    /* Acquire: pairs with the pushers' CAS so that their next_ stores are visible. */
+    /* Acquire: pairs with the pushers' CAS so that their link stores are visible. */
     aev_async *w =
         aev__reverse(atomic_exchange_explicit(&loop->sent_list, NULL, memory_order_acquire));
     while (w) {
-        /* Read the link before clearing sent_: from then on a sender may push w again. */
-        aev_async *next = atomic_load_explicit(&w->next_, memory_order_relaxed);
+        /* Read the link before clearing it: from then on a sender may push w again. */
+        aev_async *next = aev__link_next(atomic_load_explicit(&w->link_, memory_order_relaxed));
         if (w->base.active_)
             aev__async_note(loop, w);
         else

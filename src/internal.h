@@ -127,10 +127,9 @@ struct aev_loop {
     aev__wvec prepares;
     aev__wvec checks;
 
-    /* Async: senders push onto `sent_list` (lock-free stack); the loop takes the whole stack,
-     * appends it to `noted` (loop thread only) and feeds AEV_ASYNC from there. */
+    /* Async: senders push onto `sent_list` (lock-free stack); the loop takes the whole stack
+     * and feeds AEV_ASYNC to each watcher on it. */
     _Atomic(aev_async *) sent_list;
-    aev_async *noted;
     /* Nonzero while the loop may block in the backend; senders write the wakeup fd only then. */
     atomic_int may_sleep;
 
