@@ -481,12 +481,11 @@ typedef struct aev_stat {
     aev_watcher base;
     /* private: */
     const char *path_;
-    aev_time_t interval_;
     struct stat prev_, attr_;
-    aev_timer timer_;       /* internal, unreferenced: polling, or the safety net */
+    aev_timer timer_;       /* internal, unreferenced: polling, or the safety net; its `at_`
+                               holds the configured interval */
     struct aev_stat *next_; /* link in the loop's list of active stat watchers */
     int wd_, pwd_;          /* inotify watches of the path and of its parent, or -1 */
-    int dirty_;             /* named by the inotify events being processed */
 } aev_stat;
 
 /* Errors: -EINVAL (NULL w, loop or cb; path NULL or empty; interval < 0); init: -EBUSY while the

@@ -40,7 +40,8 @@ enum {
     AEV__WF_FDSET = 0x01,  /* io: fd (re)set since last start; the kernel registration is renewed */
     AEV__WF_PARKED = 0x02, /* async: sent while stopped; delivered on the next start */
     AEV__WF_INTERNAL = 0x04, /* the loop's own watcher (wakeup fd) */
-    AEV__WF_TRACE = 0x08     /* child: also report stops and continues */
+    AEV__WF_TRACE = 0x08,    /* child: also report stops and continues */
+    AEV__WF_DIRTY = 0x10     /* stat: named by the inotify events being processed */
 };
 
 /* One pending event. w == NULL marks a slot whose watcher was stopped or cleared meanwhile. */

@@ -54,9 +54,17 @@
 
 /* ---- stat data ---------------------------------------------------------------------------- */
 
+/* The configured interval (0: the default) lives in the internal timer's `after` member, which
+ * the timer itself never uses: it is only ever armed by aev_timer_again(), from its repeat. One
+ * member fewer keeps aev_stat at libev's size plus the loop pointer. */
+static aev_time_t aev__stat_interval(const aev_stat *w)
+{
+    return w->timer_.at_;
+}
+
 static aev_time_t aev__stat_poll_interval(const aev_stat *w)
 {
-    return w->interval_ ? w->interval_ : AEV__STAT_DEFAULT_INTERVAL;
+    return aev__stat_interval(w) ? aev__stat_interval(w) : AEV__STAT_DEFAULT_INTERVAL;
 }
 
 /* stat() into *st; a path that cannot be stat'ed reads as all zero (st_nlink 0). */
@@ -182,17 +190,17 @@ static void aev__stat_mark(aev_loop *loop, const struct inotify_event *ev)
 {
     for (aev_stat *w = loop->stat_list; w; w = w->next_) {
         if (ev->mask & IN_Q_OVERFLOW) {
-            w->dirty_ = 1;
+            w->base.flags_ |= AEV__WF_DIRTY;
             continue;
         }
         if (w->wd_ == ev->wd) {
-            w->dirty_ = 1;
+            w->base.flags_ |= AEV__WF_DIRTY;
             if (ev->mask & IN_IGNORED)
                 w->wd_ = -1;
         }
         if (w->pwd_ == ev->wd) {
             if (aev__stat_names(w, ev) || (ev->mask & IN_IGNORED))
-                w->dirty_ = 1;
+                w->base.flags_ |= AEV__WF_DIRTY;
             if (ev->mask & IN_IGNORED)
                 w->pwd_ = -1;
         }
@@ -224,7 +232,7 @@ static void aev__stat_inotify_cb(aev_watcher *io, unsigned events)
         }
     }
     for (aev_stat *w = loop->stat_list; w; w = w->next_) {
-        if (w->dirty_)
+        if (w->base.flags_ & AEV__WF_DIRTY)
             aev__stat_check(w);
     }
 }
@@ -363,7 +371,7 @@ static int aev__stat_report_pending(const aev_stat *w)
 /* Re-stats w's path; on a change, records it and feeds AEV_STAT. */
 static void aev__stat_check(aev_stat *w)
 {
-    w->dirty_ = 0;
+    w->base.flags_ &= (uint8_t)~AEV__WF_DIRTY;
     struct stat now;
     (void)aev__stat_read(w->path_, &now);
     int changed = aev__stat_differ(&now, &w->attr_);
@@ -405,13 +413,12 @@ int aev_stat_init(aev_stat *w, aev_loop *loop, aev_cb cb, const char *path, aev_
     if (rc < 0)
         return rc;
     w->path_ = path;
-    w->interval_ = interval;
     memset(&w->prev_, 0, sizeof w->prev_);
     memset(&w->attr_, 0, sizeof w->attr_);
     memset(&w->timer_, 0, sizeof w->timer_);
+    w->timer_.at_ = interval;
     w->next_ = NULL;
     w->wd_ = w->pwd_ = -1;
-    w->dirty_ = 0;
     return 0;
 }
 
@@ -422,7 +429,7 @@ int aev_stat_set(aev_stat *w, const char *path, aev_time_t interval)
     if (w->base.active_)
         return -EBUSY;
     w->path_ = path;
-    w->interval_ = interval;
+    w->timer_.at_ = interval;
     /* The data of the old path says nothing about the new one. */
     memset(&w->prev_, 0, sizeof w->prev_);
     memset(&w->attr_, 0, sizeof w->attr_);
@@ -445,15 +452,16 @@ static void aev__stat_unlink(aev_stat *w)
     w->next_ = NULL;
 }
 
-/* Starts the internal timer, unreferenced. */
+/* Starts the internal timer, unreferenced. It is armed by aev_timer_again(), which uses the
+ * repeat (the period), so that its `after` keeps the configured interval. */
 static int aev__stat_timer_start(aev_stat *w)
 {
-    aev_time_t period = aev__stat_period(w);
-    aev_timer_init(&w->timer_, w->base.loop_, aev__stat_tick, period, period);
+    aev_timer_init(&w->timer_, w->base.loop_, aev__stat_tick, aev__stat_interval(w),
+                   aev__stat_period(w));
     /* Highest priority: the stat watcher it feeds runs in the same invoke pass. */
     w->timer_.base.priority_ = AEV_MAXPRI;
     w->timer_.base.flags_ |= AEV__WF_INTERNAL;
-    int rc = aev_timer_start(&w->timer_);
+    int rc = aev_timer_again(&w->timer_);
     if (rc < 0)
         return rc;
     w->base.loop_->refs--;
@@ -469,7 +477,7 @@ int aev_stat_start(aev_stat *w)
     rc = aev__stat_inotify_init(loop);
     if (rc < 0)
         return rc;
-    w->dirty_ = 0;
+    w->base.flags_ &= (uint8_t)~AEV__WF_DIRTY;
     w->wd_ = w->pwd_ = -1;
     aev__stat_link(w);
     /* Watch first, then read the baseline: a change in between is reported, not lost. */
