@@ -2,6 +2,11 @@
  * A 4-ary min-heap of timers ordered by (deadline, start sequence). Four children per node halve
  * the height of a binary heap and keep siblings in one or two cache lines; the sequence number
  * makes equal deadlines fire in start order. Each timer's base.active_ holds its index + 1.
+ *
+ * A node that moves later (a removal's replacement, a timeout pushed back) goes down by Floyd's
+ * method: the hole descends to a leaf along the earliest children, then the node is placed there
+ * and climbs back. Most nodes of a heap live in its bottom level, so the climb is short, and the
+ * descent needs three comparisons per level (the children among themselves) instead of four.
  */
 #include "internal.h"
 
@@ -12,15 +17,15 @@ static inline int aev__before(const aev__hnode *a, const aev__hnode *b)
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
 
-static void aev__place(aev__heap *h, uint32_t i, aev__hnode n)
+static inline void aev__place(aev__heap *h, uint32_t i, aev__hnode n)
 {
     h->nodes[i] = n;
     n.w->base.active_ = (int32_t)(i + 1);
 }
 
-static void aev__sift_up(aev__heap *h, uint32_t i)
+/* Moves n up from the hole at i to its place, and puts it there. */
+static void aev__climb(aev__heap *h, uint32_t i, aev__hnode n)
 {
-    aev__hnode n = h->nodes[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / AEV__HEAP_D;
         if (!aev__before(&n, &h->nodes[parent]))
@@ -44,16 +49,17 @@ static uint32_t aev__min_child(const aev__hnode *nodes, uint32_t first, uint32_t
 
 /* Index of the earliest of four children: a fixed tournament (two pairs, then the winners)
  * instead of a scan, so the comparisons do not depend on each other. */
-static uint32_t aev__min_of4(const aev__hnode *nodes, uint32_t first)
+static inline uint32_t aev__min_of4(const aev__hnode *nodes, uint32_t first)
 {
-    uint32_t a = aev__before(&nodes[first + 1], &nodes[first]) ? first + 1 : first;
-    uint32_t b = aev__before(&nodes[first + 3], &nodes[first + 2]) ? first + 3 : first + 2;
+    uint32_t a = first + (uint32_t)aev__before(&nodes[first + 1], &nodes[first]);
+    uint32_t b = first + 2 + (uint32_t)aev__before(&nodes[first + 3], &nodes[first + 2]);
     return aev__before(&nodes[b], &nodes[a]) ? b : a;
 }
 
-static void aev__sift_down(aev__heap *h, uint32_t i)
+/* Moves the hole at i down to a leaf, pulling up the earliest child at each level; returns the
+ * leaf's index. */
+static uint32_t aev__descend(aev__heap *h, uint32_t i)
 {
-    aev__hnode n = h->nodes[i];
     uint32_t count = h->count;
     for (;;) {
         uint64_t first = (uint64_t)i * AEV__HEAP_D + 1;
@@ -63,56 +69,48 @@ static void aev__sift_down(aev__heap *h, uint32_t i)
         else if (first < count)
             best = aev__min_child(h->nodes, (uint32_t)first, count);
         else
-            break;
-        if (!aev__before(&h->nodes[best], &n))
-            break;
+            return i;
         aev__place(h, i, h->nodes[best]);
         i = best;
     }
-    aev__place(h, i, n);
 }
 
-/* Restores order around i after its node changed or was replaced. */
-static void aev__fix(aev__heap *h, uint32_t i)
+/* Puts n, which is not earlier than the node it replaces at i, in its place below i. */
+static void aev__sink(aev__heap *h, uint32_t i, aev__hnode n)
 {
-    if (i > 0 && aev__before(&h->nodes[i], &h->nodes[(i - 1) / AEV__HEAP_D]))
-        aev__sift_up(h, i);
-    else
-        aev__sift_down(h, i);
+    aev__climb(h, aev__descend(h, i), n);
 }
 
-int aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq)
+int aev__heap_reserve(aev__heap *h, uint32_t n)
 {
-    if (h->count == h->cap) {
-        int rc = aev__grow((void **)&h->nodes, &h->cap, h->count + 1, sizeof *h->nodes);
-        if (rc < 0)
-            return rc;
-    }
-    uint32_t i = h->count++;
-    aev__hnode n = {at, seq, w};
-    /* Deadlines usually arrive in increasing order (same timeout, later start): then the new
-     * node stays where it is appended, without entering the sift loop. */
-    if (i == 0 || !aev__before(&n, &h->nodes[(i - 1) / AEV__HEAP_D]))
-        aev__place(h, i, n);
-    else {
-        h->nodes[i] = n;
-        aev__sift_up(h, i);
-    }
-    return 0;
+    return aev__grow((void **)&h->nodes, &h->cap, n, sizeof *h->nodes);
+}
+
+void aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq)
+{
+    /* Deadlines often arrive in increasing order (same timeout, later start): then the new
+     * node stays where it is appended, after one comparison. */
+    aev__climb(h, h->count++, (aev__hnode){at, seq, w});
 }
 
 void aev__heap_remove(aev__heap *h, uint32_t index)
 {
-    h->count--;
+    aev__hnode last = h->nodes[--h->count];
     if (index == h->count)
         return;
-    h->nodes[index] = h->nodes[h->count];
-    aev__fix(h, index);
+    /* The last node replaces the removed one. It belongs below it in the common case (it is a
+     * leaf); the climb also covers the other case, where it belongs above. */
+    if (index > 0 && aev__before(&last, &h->nodes[(index - 1) / AEV__HEAP_D]))
+        aev__climb(h, index, last);
+    else
+        aev__sink(h, index, last);
 }
 
 void aev__heap_update(aev__heap *h, uint32_t index, aev_time_t at, uint64_t seq)
 {
-    h->nodes[index].at = at;
-    h->nodes[index].seq = seq;
-    aev__fix(h, index);
+    aev__hnode n = {at, seq, h->nodes[index].w};
+    if (aev__before(&h->nodes[index], &n))
+        aev__sink(h, index, n);
+    else
+        aev__climb(h, index, n);
 }

@@ -94,6 +94,26 @@ typedef struct aev__heap {
     uint32_t count, cap;
 } aev__heap;
 
+/* A sorted run of timers: nodes [head, count) in (deadline, sequence) order, appended at the
+ * tail; a stopped timer leaves a hole (w == NULL) that is dropped when it reaches the head or
+ * when the run is compacted. `live` counts the nodes that are not holes. */
+typedef struct aev__run {
+    aev__hnode *nodes;
+    uint32_t head, count, cap, live;
+} aev__run;
+
+#define AEV__NRUNS 4
+
+/* The active timers of a loop (timer_queue.c): a heap, and a few sorted runs that take, in O(1),
+ * each timer whose deadline is not earlier than a run's last one, as when many timers share a
+ * timeout. The heap's capacity covers every active timer, so that a timer can always move from
+ * a run to the heap: restarting or repeating an active timer never needs memory. */
+typedef struct aev__timers {
+    aev__heap heap;
+    aev__run runs[AEV__NRUNS];
+    uint32_t count; /* active timers */
+} aev__timers;
+
 struct aev_loop {
     const aev__backend *backend;
     void *backend_state;
@@ -120,7 +140,7 @@ struct aev_loop {
     uint32_t nalways;
     int rebuild; /* the backend must be recreated before the next poll */
 
-    aev__heap timers;
+    aev__timers timers;
     uint64_t timer_seq;
 
     aev__wvec idles[AEV__NPRI];
@@ -235,9 +255,27 @@ aev_time_t aev__timers_next(const aev_loop *loop);
 void aev__timers_free(aev_loop *loop);
 
 /* ---- heap.c ---- */
-int aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq);
+/* Room for n nodes; push needs count < cap. */
+int aev__heap_reserve(aev__heap *h, uint32_t n);
+void aev__heap_push(aev__heap *h, aev_timer *w, aev_time_t at, uint64_t seq);
 void aev__heap_remove(aev__heap *h, uint32_t index);
 void aev__heap_update(aev__heap *h, uint32_t index, aev_time_t at, uint64_t seq);
+
+/* ---- timer_queue.c: the set of active timers (a timer's active_ says where it is) ---- */
+/* Room for one more timer: the only step of adding a timer that can fail (-ENOMEM). */
+int aev__tq_reserve(aev__timers *t);
+void aev__tq_insert(aev__timers *t, aev_timer *w, aev_time_t at, uint64_t seq);
+void aev__tq_remove(aev__timers *t, aev_timer *w);
+/* Gives an active timer a new deadline and sequence. Never fails. */
+void aev__tq_move(aev__timers *t, aev_timer *w, aev_time_t at, uint64_t seq);
+/* The earliest timer's node (deadline, then sequence), or NULL if there is none. */
+const aev__hnode *aev__tq_first(const aev__timers *t);
+/* The node of an active timer. */
+const aev__hnode *aev__tq_node(const aev__timers *t, const aev_timer *w);
+/* 1 if t holds w where w->base.active_ says; safe on any memory w may hold (see watcher.c). */
+int aev__tq_holds(const aev__timers *t, const aev_timer *w);
+void aev__tq_shift(aev__timers *t, aev_time_t delta);
+void aev__tq_free(aev__timers *t);
 
 /* ---- idle.c, prepare.c ---- */
 void aev__idle_reify(aev_loop *loop);

@@ -40,12 +40,19 @@ int aev_timer_set(aev_timer *w, aev_time_t after, aev_time_t repeat)
 static int aev__timer_arm(aev_timer *w, aev_time_t delay)
 {
     aev_loop *loop = w->base.loop_;
-    aev_time_t at = aev__deadline(aev__clock(), delay);
-    int rc = aev__heap_push(&loop->timers, w, at, loop->timer_seq++);
+    int rc = aev__tq_reserve(&loop->timers);
     if (rc < 0)
         return rc;
+    aev__tq_insert(&loop->timers, w, aev__deadline(aev__clock(), delay), loop->timer_seq++);
     aev__activate(&w->base, w->base.active_);
     return 0;
+}
+
+/* Gives an active timer a new deadline, as the latest start. Never fails: the timer's room in
+ * the heap was reserved when it started. */
+static void aev__timer_move(aev_loop *loop, aev_timer *w, aev_time_t at)
+{
+    aev__tq_move(&loop->timers, w, at, loop->timer_seq++);
 }
 
 int aev_timer_start(aev_timer *w)
@@ -61,7 +68,7 @@ int aev_timer_stop(aev_timer *w)
     int rc = aev__stop_begin((aev_watcher *)w, AEV__T_TIMER);
     if (rc <= 0)
         return rc;
-    aev__heap_remove(&w->base.loop_->timers, (uint32_t)w->base.active_ - 1);
+    aev__tq_remove(&w->base.loop_->timers, w);
     aev__deactivate(&w->base);
     return 0;
 }
@@ -84,7 +91,7 @@ int aev_timer_again(aev_timer *w)
     if (!w->repeat_)
         return aev_timer_stop(w);
     aev_time_t at = aev__deadline(aev__clock(), w->repeat_);
-    aev__heap_update(&loop->timers, (uint32_t)w->base.active_ - 1, at, loop->timer_seq++);
+    aev__timer_move(loop, w, at);
     return 0;
 }
 
@@ -107,7 +114,7 @@ aev_time_t aev_timer_remaining(const aev_timer *w)
      * reported here instead of reading the freed heap. */
     if (!aev__is((const aev_watcher *)w, AEV__T_TIMER) || !w->base.active_)
         return 0;
-    aev_time_t left = w->base.loop_->timers.nodes[w->base.active_ - 1].at - aev__clock();
+    aev_time_t left = aev__tq_node(&w->base.loop_->timers, w)->at - aev__clock();
     return left > 0 ? left : 0;
 }
 
@@ -126,35 +133,32 @@ static aev_time_t aev__next_period(aev_time_t at, aev_time_t repeat, aev_time_t 
 
 void aev__timers_reify(aev_loop *loop)
 {
-    aev__heap *h = &loop->timers;
-    while (h->count && h->nodes[0].at <= loop->now) {
-        aev_timer *w = h->nodes[0].w;
+    const aev__hnode *first;
+    while ((first = aev__tq_first(&loop->timers)) && first->at <= loop->now) {
+        aev_timer *w = first->w;
         if (w->repeat_) {
-            aev_time_t next = aev__next_period(h->nodes[0].at, w->repeat_, loop->now);
-            aev__heap_update(h, 0, next, loop->timer_seq++);
+            aev__timer_move(loop, w, aev__next_period(first->at, w->repeat_, loop->now));
         } else {
-            aev__heap_remove(h, 0);
+            aev__tq_remove(&loop->timers, w);
             aev__deactivate(&w->base);
         }
         aev__feed(loop, &w->base, AEV_TIMER);
     }
 }
 
-/* Moves every deadline later by delta (time spent suspended). A uniform shift keeps the heap
- * ordered, so no sifting is needed. */
+/* Moves every deadline later by delta (time spent suspended). */
 void aev__timers_shift(aev_loop *loop, aev_time_t delta)
 {
-    aev__heap *h = &loop->timers;
-    for (uint32_t i = 0; i < h->count; i++)
-        h->nodes[i].at = aev__deadline(h->nodes[i].at, delta);
+    aev__tq_shift(&loop->timers, delta);
 }
 
 aev_time_t aev__timers_next(const aev_loop *loop)
 {
-    return loop->timers.count ? loop->timers.nodes[0].at : INT64_MAX;
+    const aev__hnode *first = aev__tq_first(&loop->timers);
+    return first ? first->at : INT64_MAX;
 }
 
 void aev__timers_free(aev_loop *loop)
 {
-    aev__free(loop->timers.nodes);
+    aev__tq_free(&loop->timers);
 }

@@ -80,8 +80,7 @@ static int aev__io_holds(const aev_loop *loop, const aev_io *w)
 
 static int aev__timer_holds(const aev_loop *loop, const aev_timer *w)
 {
-    uint32_t i = (uint32_t)w->base.active_ - 1;
-    return i < loop->timers.count && loop->timers.nodes[i].w == w;
+    return aev__tq_holds(&loop->timers, w);
 }
 
 static int aev__stat_holds(const aev_loop *loop, const aev_stat *w)
@@ -114,7 +113,8 @@ static int aev__embed_holds(const aev_loop *loop, const aev_embed *w)
  * sent or pending). */
 static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
 {
-    if (w->active_ <= 0)
+    /* Only timers use negative values (their place in a sorted run). */
+    if (w->active_ == 0 || (w->active_ < 0 && w->type_ != AEV__T_TIMER))
         return 0;
     switch (w->type_) {
     case AEV__T_IO:
