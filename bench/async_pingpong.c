@@ -15,7 +15,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -263,30 +262,12 @@ int main(int argc, char **argv)
     bu_impl impls[BU_MAX_IMPLS];
     int n = 0;
     for (int i = 0; bl_all[i]; i++) {
-        if (bu_selected(&o, bl_all[i]->name)) {
-            impls[n++] = (bu_impl){bl_all[i]->name, run_loops, bl_all[i], bl_all[i]->note};
-        }
+        impls[n++] = (bu_impl){bl_all[i]->name, run_loops, bl_all[i], bl_all[i]->note};
     }
-    if (bu_selected(&o, "eventfd-floor")) {
-        impls[n++] = (bu_impl){"eventfd-floor", run_floor, NULL,
-                               "no loop: two threads, blocking read()/write() on two eventfds"};
-    }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv libevent "
-                        "eventfd-floor\n");
-        return 2;
-    }
-
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "bench,contender,threads,round,count,elapsed_ns,rate_per_s,callbacks,"
-                     "status\n");
-    }
+    impls[n++] = (bu_impl){"eventfd-floor", run_floor, NULL,
+                           "no loop: two threads, blocking read()/write() on two eventfds"};
+    n = bu_select_impls(&o, impls, n, "asyncev libev libuv libevent eventfd-floor");
+    FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER);
 
     char title[128];
     snprintf(title, sizeof title, "async_pingpong: %llu round trips per run between 2 threads",
@@ -294,13 +275,7 @@ int main(int argc, char **argv)
     bu_print_header(title, &o);
 
     static bu_row rows[BU_MAX_IMPLS];
-    int ours = -1;
-    for (int i = 0; i < n; i++) {
-        rows[i].impl = &impls[i];
-        if (strcmp(impls[i].name, "asyncev") == 0) {
-            ours = i;
-        }
-    }
+    int ours = bu_rows_init(rows, impls, n);
     bu_params p = {.count = o.count, .threads = 2};
     int failures = 0;
     for (int round = 1; round <= o.rounds; round++) {
@@ -321,11 +296,5 @@ int main(int argc, char **argv)
     bu_check_target("ping-pong >= 1.2x libev", rows, n, "libev", 1.2);
     bu_check_target("ping-pong within 1.3x of the eventfd floor", rows, n, "eventfd-floor",
                     1.0 / 1.3);
-    if (csv) {
-        fclose(csv);
-    }
-    if (failures) {
-        printf("\n%d run(s) failed\n", failures);
-    }
-    return failures ? 1 : 0;
+    return bu_finish(csv, failures);
 }

@@ -15,7 +15,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #define PM_MAX_SENDERS 64
@@ -189,31 +188,16 @@ int main(int argc, char **argv)
     bu_impl impls[BU_MAX_IMPLS];
     int n = 0;
     for (int i = 0; bl_all[i]; i++) {
-        if (bu_selected(&o, bl_all[i]->name)) {
-            impls[n++] = (bu_impl){bl_all[i]->name, run_pummel, bl_all[i], bl_all[i]->note};
-        }
+        impls[n++] = (bu_impl){bl_all[i]->name, run_pummel, bl_all[i], bl_all[i]->note};
     }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv libevent\n");
-        return 2;
-    }
+    n = bu_select_impls(&o, impls, n, "asyncev libev libuv libevent");
     for (int t = 0; t < o.nthreads; t++) {
         if (o.threads[t] > PM_MAX_SENDERS) {
             fprintf(stderr, "--threads: at most %d\n", PM_MAX_SENDERS);
             return 2;
         }
     }
-
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "bench,contender,threads,round,count,elapsed_ns,rate_per_s,callbacks,"
-                     "status\n");
-    }
+    FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER);
 
     char title[160];
     if (o.duration_ns > 0) {
@@ -231,14 +215,7 @@ int main(int argc, char **argv)
     int missed = 0, unjudged = 0;
     for (int t = 0; t < o.nthreads; t++) {
         static bu_row rows[BU_MAX_IMPLS];
-        memset(rows, 0, sizeof rows);
-        int ours = -1;
-        for (int i = 0; i < n; i++) {
-            rows[i].impl = &impls[i];
-            if (strcmp(impls[i].name, "asyncev") == 0) {
-                ours = i;
-            }
-        }
+        int ours = bu_rows_init(rows, impls, n);
         bu_params p = {.count = o.count, .threads = o.threads[t], .duration_ns = o.duration_ns};
         for (int round = 1; round <= o.rounds; round++) {
             for (int i = 0; i < n; i++) {

@@ -1,5 +1,5 @@
 /*
- * The harness shared by async_pingpong and async_pummel; see benchutil.h.
+ * The harness shared by the benchmark programs; see benchutil.h.
  */
 #include "benchutil.h"
 
@@ -179,6 +179,35 @@ int bu_selected(const bu_options *o, const char *name)
         p = end + 1;
     }
     return 0;
+}
+
+int bu_select_impls(const bu_options *o, bu_impl *impls, int n, const char *names)
+{
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (bu_selected(o, impls[i].name)) {
+            impls[kept++] = impls[i];
+        }
+    }
+    if (kept == 0) {
+        fprintf(stderr, "--only selected nothing; names: %s\n", names);
+        exit(2);
+    }
+    return kept;
+}
+
+FILE *bu_csv_open(const char *path, const char *header)
+{
+    if (!path) {
+        return NULL;
+    }
+    FILE *csv = fopen(path, "w");
+    if (!csv) {
+        perror(path);
+        exit(2);
+    }
+    fprintf(csv, "%s\n", header);
+    return csv;
 }
 
 /* ---- header ------------------------------------------------------------------------------- */
@@ -416,6 +445,28 @@ void bu_record(bu_row *row, const bu_result *r, FILE *csv, const char *bench, in
                 (unsigned long long)r->callbacks, r->ok ? "ok" : "fail");
         fflush(csv);
     }
+}
+
+int bu_rows_init(bu_row *rows, const bu_impl *impls, int n)
+{
+    int ours = -1;
+    memset(rows, 0, (size_t)n * sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        rows[i].impl = &impls[i];
+        ours = strcmp(impls[i].name, "asyncev") == 0 ? i : ours;
+    }
+    return ours;
+}
+
+int bu_finish(FILE *csv, int failures)
+{
+    if (csv) {
+        fclose(csv);
+    }
+    if (failures) {
+        printf("\n%d run(s) failed\n", failures);
+    }
+    return failures ? 1 : 0;
 }
 
 /* Formats a rate with thousands separators, which make 7-digit numbers readable. */

@@ -71,6 +71,16 @@ void bu_parse_options(int argc, char **argv, bu_options *o, const char *prog, co
                       int with_threads);
 /* True if `name` was selected by --only (or no --only was given). */
 int bu_selected(const bu_options *o, const char *name);
+/* Keeps, in order, the n contenders in impls that --only selected; returns how many are left.
+ * If none is, prints `names` (every contender the program knows, built in or not) and exits
+ * with status 2: a misspelt --only must not pass for a successful run that measured nothing. */
+int bu_select_impls(const bu_options *o, bu_impl *impls, int n, const char *names);
+
+/* The header line of the CSV lines that bu_record() and bu_csv_medians() write. */
+#define BU_CSV_HEADER "bench,contender,threads,round,count,elapsed_ns,rate_per_s,callbacks,status"
+/* Opens the CSV file and writes `header` and a newline; NULL if path is NULL (no --csv). Exits
+ * with status 2 if it cannot be opened, before any run spends minutes on unsaved results. */
+FILE *bu_csv_open(const char *path, const char *header);
 /* Prints the machine facts that matter for reading the numbers (CPUs usable, peers missing). */
 void bu_print_header(const char *title, const bu_options *o);
 
@@ -84,6 +94,12 @@ double bu_median(const double *v, int n);
 uint64_t bu_median_u64(const uint64_t *v, int n);
 /* Median rate of a row, or 0 if no round succeeded. */
 double bu_row_median(const bu_row *row);
+
+/* Points rows[i] at impls[i] with nothing recorded yet; returns the index of asyncev's row, or
+ * -1, as bu_print_table() wants it. */
+int bu_rows_init(bu_row *rows, const bu_impl *impls, int n);
+/* Closes the CSV file (if any) and reports the failed runs; returns main()'s exit status. */
+int bu_finish(FILE *csv, int failures);
 
 /* Prints the table: median, min and max rate, and "asyncev/this" for every row.
  * ours is the index of the asyncev row (or -1). show_callbacks adds the callbacks column. */

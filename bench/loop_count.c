@@ -14,7 +14,6 @@
 #include "benchutil.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include <asyncev.h>
 #ifdef HAVE_LIBEV
@@ -158,7 +157,7 @@ int main(int argc, char **argv)
         o.count = LC_DEFAULT_COUNT;
     }
 
-    const bu_impl all[] = {
+    bu_impl impls[] = {
         {"asyncev", run_aev, NULL, NULL},
 #ifdef HAVE_LIBEV
         {"libev", run_ev, NULL, NULL},
@@ -167,28 +166,9 @@ int main(int argc, char **argv)
         {"libuv", run_uv, NULL, NULL},
 #endif
     };
-    bu_impl impls[BU_MAX_IMPLS];
-    int n = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (bu_selected(&o, all[i].name)) {
-            impls[n++] = all[i];
-        }
-    }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv\n");
-        return 2;
-    }
-
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "bench,contender,threads,round,count,elapsed_ns,rate_per_s,callbacks,"
-                     "status\n");
-    }
+    int n = bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]),
+                            "asyncev libev libuv");
+    FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER);
 
     char title[128];
     snprintf(title, sizeof title, "loop_count: %llu iterations per run, one idle watcher",
@@ -197,13 +177,7 @@ int main(int argc, char **argv)
     printf("libevent: not a contender (no idle watcher)\n");
 
     static bu_row rows[BU_MAX_IMPLS];
-    int ours = -1;
-    for (int i = 0; i < n; i++) {
-        rows[i].impl = &impls[i];
-        if (strcmp(impls[i].name, "asyncev") == 0) {
-            ours = i;
-        }
-    }
+    int ours = bu_rows_init(rows, impls, n);
     bu_params p = {.count = o.count, .threads = 1};
     int failures = 0;
     for (int round = 1; round <= o.rounds; round++) {
@@ -222,11 +196,5 @@ int main(int argc, char **argv)
     bu_csv_medians(csv, "loop_count", 1, o.count, rows, n);
     printf("\n");
     bu_check_target("loop iterations >= 1.2x libev", rows, n, "libev", 1.2);
-    if (csv) {
-        fclose(csv);
-    }
-    if (failures) {
-        printf("\n%d run(s) failed\n", failures);
-    }
-    return failures ? 1 : 0;
+    return bu_finish(csv, failures);
 }

@@ -638,12 +638,7 @@ static int run_case(const pb_options *o, const bu_impl *impls, int n, int size, 
                     FILE *csv)
 {
     static bu_row rows[BU_MAX_IMPLS];
-    memset(rows, 0, sizeof rows);
-    int ours = -1;
-    for (int i = 0; i < n; i++) {
-        rows[i].impl = &impls[i];
-        ours = strcmp(impls[i].name, "asyncev") == 0 ? i : ours;
-    }
+    int ours = bu_rows_init(rows, impls, n);
     cur_n = size;
     cur_active = o->active < size ? o->active : size;
     cur_timeouts = timeouts;
@@ -699,24 +694,11 @@ int main(int argc, char **argv)
     bu_impl impls[BU_MAX_IMPLS];
     int n = 0;
     for (int i = 0; libs[i]; i++) {
-        if (bu_selected(&bo, libs[i]->name)) {
-            impls[n++] = (bu_impl){libs[i]->name, run_pipes, libs[i], libs[i]->note};
-        }
+        impls[n++] = (bu_impl){libs[i]->name, run_pipes, libs[i], libs[i]->note};
     }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv libevent\n");
-        return 2;
-    }
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "variant,contender,pairs,round,count,elapsed_ns,events_per_s,setup_ns,"
-                     "status\n");
-    }
+    n = bu_select_impls(&bo, impls, n, "asyncev libev libuv libevent");
+    FILE *csv = bu_csv_open(o.csv_path, "variant,contender,pairs,round,count,elapsed_ns,"
+                                        "events_per_s,setup_ns,status");
 
     char title[160];
     snprintf(title, sizeof title, "pipes: %llu writes per run, %d active; setup = start all "
@@ -742,11 +724,5 @@ int main(int argc, char **argv)
             }
         }
     }
-    if (csv) {
-        fclose(csv);
-    }
-    if (failures) {
-        printf("\n%d run(s) failed\n", failures);
-    }
-    return failures ? 1 : 0;
+    return bu_finish(csv, failures);
 }

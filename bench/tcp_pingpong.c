@@ -819,12 +819,7 @@ static void check_best_peer(const bu_row *rows, int n, int conns)
 static int run_case(const tp_options *o, const bu_impl *impls, int n, int conns, FILE *csv)
 {
     static bu_row rows[BU_MAX_IMPLS];
-    memset(rows, 0, sizeof rows);
-    int ours = -1;
-    for (int i = 0; i < n; i++) {
-        rows[i].impl = &impls[i];
-        ours = strcmp(impls[i].name, "asyncev") == 0 ? i : ours;
-    }
+    int ours = bu_rows_init(rows, impls, n);
     uint64_t per = o->count / (uint64_t)conns ? o->count / (uint64_t)conns : 1;
     printf("\nC = %d connection%s, %llu round trips each (%llu per run)\n", conns,
            conns == 1 ? "" : "s", (unsigned long long)per, (unsigned long long)per * conns);
@@ -858,24 +853,11 @@ int main(int argc, char **argv)
     bu_impl impls[BU_MAX_IMPLS];
     int n = 0;
     for (int i = 0; libs[i]; i++) {
-        if (bu_selected(&bo, libs[i]->name)) {
-            impls[n++] = (bu_impl){libs[i]->name, tp_measure, libs[i], libs[i]->note};
-        }
+        impls[n++] = (bu_impl){libs[i]->name, tp_measure, libs[i], libs[i]->note};
     }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv libevent\n");
-        return 2;
-    }
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "bench,contender,conns,round,count,elapsed_ns,rate_per_s,callbacks,"
-                     "status\n");
-    }
+    n = bu_select_impls(&bo, impls, n, "asyncev libev libuv libevent");
+    FILE *csv = bu_csv_open(o.csv_path, "bench,contender,conns,round,count,elapsed_ns,"
+                                        "rate_per_s,callbacks,status");
 
     char title[160];
     snprintf(title, sizeof title,
@@ -895,11 +877,5 @@ int main(int argc, char **argv)
         }
         failures += run_case(&o, impls, n, conns, csv);
     }
-    if (csv) {
-        fclose(csv);
-    }
-    if (failures) {
-        printf("\n%d run(s) failed\n", failures);
-    }
-    return failures ? 1 : 0;
+    return bu_finish(csv, failures);
 }

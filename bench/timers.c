@@ -588,7 +588,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    const bu_impl all[] = {
+    bu_impl impls[] = {
         {"asyncev", run_aev, NULL, NULL},
 #ifdef HAVE_LIBEV
         {"libev", run_ev, NULL, NULL},
@@ -597,29 +597,10 @@ int main(int argc, char **argv)
         {"libuv", run_uv, NULL, NULL},
 #endif
     };
-    bu_impl impls[BU_MAX_IMPLS];
-    int n = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (bu_selected(&o, all[i].name)) {
-            impls[n++] = all[i];
-        }
-    }
-    if (n == 0) {
-        fprintf(stderr, "--only selected nothing; names: asyncev libev libuv\n");
-        return 2;
-    }
-
-    FILE *csv = NULL;
-    if (o.csv_path) {
-        csv = fopen(o.csv_path, "w");
-        if (!csv) {
-            perror(o.csv_path);
-            return 2;
-        }
-        fprintf(csv, "bench,contender,threads,round,count,elapsed_ns,rate_per_s,callbacks,"
-                     "status\n# million rows: elapsed_ns = start CPU ns, rate_per_s = run CPU "
-                     "ns\n");
-    }
+    int n = bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]),
+                            "asyncev libev libuv");
+    FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER "\n# million rows: elapsed_ns = start "
+                                                      "CPU ns, rate_per_s = run CPU ns");
 
     char title[160];
     snprintf(title, sizeof title,
@@ -631,13 +612,9 @@ int main(int argc, char **argv)
 
     static cpu_row mrows[BU_MAX_IMPLS];
     static bu_row crows[BU_MAX_IMPLS];
-    int ours = -1;
+    int ours = bu_rows_init(crows, impls, n);
     for (int i = 0; i < n; i++) {
         mrows[i].impl = &impls[i];
-        crows[i].impl = &impls[i];
-        if (strcmp(impls[i].name, "asyncev") == 0) {
-            ours = i;
-        }
     }
     bu_params pm = {.count = o.count, .threads = TM_MILLION};
     bu_params pc = {.count = o.count, .threads = TM_CHURN};
@@ -669,11 +646,5 @@ int main(int argc, char **argv)
     printf("\ntimer churn: start/stop/again on random timers\n");
     bu_print_table("ops/s", crows, n, ours, 0);
     bu_csv_medians(csv, "churn", 1, o.count, crows, n);
-    if (csv) {
-        fclose(csv);
-    }
-    if (failures) {
-        printf("\n%d run(s) failed\n", failures);
-    }
-    return failures ? 1 : 0;
+    return bu_finish(csv, failures);
 }
