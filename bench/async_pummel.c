@@ -12,6 +12,7 @@
 #include "loops.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ struct pm_ctx {
     int64_t duration_ns;
     uint64_t callbacks; /* loop thread only; read after it is joined */
     atomic_int done;
+    atomic_int last_send_returned; /* main's final send has returned: the loop may go */
     atomic_int stop_sending;
     atomic_int setup_failed;
     pthread_barrier_t start; /* the loop thread, the senders and the main thread */
@@ -65,6 +67,11 @@ static void *loop_main(void *arg)
     if (!atomic_load(&c->setup_failed)) {
         if (ops->run(&c->loop, c->err, sizeof c->err) == 0 && !atomic_load(&c->done)) {
             snprintf(c->err, sizeof c->err, "the loop returned before the senders were done");
+        }
+        /* A callback of an earlier send can see done and stop the loop while main's final send
+         * is still inside the library: tearing down now would free what that send touches. */
+        while (!atomic_load(&c->last_send_returned)) {
+            sched_yield();
         }
     }
     ops->teardown(&c->loop);
@@ -160,6 +167,7 @@ static int run_pummel(const bu_impl *impl, const bu_params *p, bu_result *r)
     /* The callback run for this last send sees done and stops the loop. */
     atomic_store_explicit(&c->done, 1, memory_order_release);
     ops->send(&c->loop);
+    atomic_store(&c->last_send_returned, 1);
     pthread_join(loop_th, NULL);
 
     if (c->err[0]) {
