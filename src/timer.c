@@ -138,11 +138,14 @@ void aev__timers_reify(aev_loop *loop)
         aev_timer *w = first->w;
         if (w->repeat_) {
             aev__timer_move(loop, w, aev__next_period(first->at, w->repeat_, loop->now));
+            aev__feed(loop, &w->base, AEV_TIMER);
         } else {
             aev__tq_remove(&loop->timers, w);
+            /* Fed while still active: its pending slot was reserved at start and stays counted
+             * (held) while it is pending, so the feed needs no reservation of its own. */
+            aev__feed(loop, &w->base, AEV_TIMER);
             aev__deactivate(&w->base);
         }
-        aev__feed(loop, &w->base, AEV_TIMER);
     }
 }
 

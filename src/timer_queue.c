@@ -78,42 +78,38 @@ static int aev__run_room(aev__run *r, uint32_t run)
     return 1;
 }
 
-/* Skips the holes at the head; an empty run starts again at slot 0. */
-static void aev__run_trim(aev__run *r)
+/* Skips the holes at the head; an empty run starts again at slot 0, and takes any deadline. */
+static void aev__run_trim(aev__timers *t, uint32_t run)
 {
+    aev__run *r = &t->runs[run];
     while (r->head < r->count && !r->nodes[r->head].w)
         r->head++;
-    if (r->live == 0)
+    if (r->live == 0) {
         r->head = r->count = 0;
+        t->tails[run] = INT64_MIN;
+    }
 }
 
 /* The run that should take a node with deadline at: among the runs whose last node is not later,
- * the one whose last node is latest; else an empty run; else -1. A hole's deadline still bounds
- * the run: the nodes after it must not be earlier. */
+ * the one whose last node is latest (an empty run's tail, INT64_MIN, fits anything, last); or
+ * -1. */
 static int aev__run_pick(const aev__timers *t, aev_time_t at)
 {
-    int best = -1, empty = -1;
-    aev_time_t best_tail = 0;
+    int best = -1;
     for (int i = 0; i < AEV__NRUNS; i++) {
-        const aev__run *r = &t->runs[i];
-        if (r->count == 0) {
-            empty = empty < 0 ? i : empty;
-            continue;
-        }
-        aev_time_t tail = r->nodes[r->count - 1].at;
-        if (tail <= at && (best < 0 || tail > best_tail)) {
+        if (t->tails[i] <= at && (best < 0 || t->tails[i] > t->tails[best]))
             best = i;
-            best_tail = tail;
-        }
     }
-    return best >= 0 ? best : empty;
+    return best;
 }
 
 /* ---- the set --------------------------------------------------------------------------- */
 
 int aev__tq_reserve(aev__timers *t)
 {
-    if (t->count == UINT32_MAX || t->count >= (uint32_t)INT32_MAX)
+    if (t->count < t->heap.cap)
+        return 0;
+    if (t->count >= (uint32_t)INT32_MAX)
         return -ENOMEM;
     return aev__heap_reserve(&t->heap, t->count + 1);
 }
@@ -127,6 +123,7 @@ void aev__tq_insert(aev__timers *t, aev_timer *w, aev_time_t at, uint64_t seq)
         aev__run *r = &t->runs[i];
         r->live++;
         aev__run_put(r, (uint32_t)i, r->count++, n);
+        t->tails[i] = at;
         return;
     }
     /* Room reserved by aev__tq_reserve() when the timer started. */
@@ -141,10 +138,10 @@ void aev__tq_remove(aev__timers *t, aev_timer *w)
         aev__heap_remove(&t->heap, (uint32_t)active - 1);
         return;
     }
-    aev__run *r = &t->runs[aev__code_run(active)];
-    r->nodes[aev__code_slot(active)].w = NULL;
-    r->live--;
-    aev__run_trim(r);
+    uint32_t run = aev__code_run(active);
+    t->runs[run].nodes[aev__code_slot(active)].w = NULL;
+    t->runs[run].live--;
+    aev__run_trim(t, run);
 }
 
 void aev__tq_move(aev__timers *t, aev_timer *w, aev_time_t at, uint64_t seq)
@@ -204,6 +201,8 @@ void aev__tq_shift(aev__timers *t, aev_time_t delta)
         aev__run *r = &t->runs[i];
         for (uint32_t j = r->head; j < r->count; j++)
             r->nodes[j].at = aev__shifted(r->nodes[j].at, delta);
+        if (r->count)
+            t->tails[i] = r->nodes[r->count - 1].at;
     }
 }
 
