@@ -33,14 +33,20 @@ typedef struct aev__backend {
     int (*init)(struct aev_loop *loop);
     /* Frees everything init() made. Never fails. */
     void (*destroy)(struct aev_loop *loop);
+    /* Makes room for fd in whatever memory modify() uses, so that modify() never fails for lack
+     * of it. Called by aev_io_start() for the watcher's fd, before modify() ever sees that fd: a
+     * start reports -ENOMEM, rather than the flush failing a watcher that started. Returns 0 or
+     * -ENOMEM (nothing changed). NULL when modify() needs no memory of the backend's (epoll). */
+    int (*reserve)(struct aev_loop *loop, int fd);
     /* Changes what is watched on fd from old_ev to new_ev (AEV_READ|AEV_WRITE bits; either may be
      * 0). Called with old_ev == new_ev when the fd may now refer to another file than before (it
      * was re-set by aev_io_set): the registration must then be renewed. `gen` is the io layer's
      * generation of this fd; a backend that can attach data to a registration hands it back in
      * aev__io_ready() so that events of a stale registration are recognised.
-     * Returns 0, AEV__ALWAYS_READY, or a negative errno: the fd cannot be watched, and its
-     * watchers receive AEV_ERROR. Removing (new_ev == 0) never fails: a fd already closed is
-     * simply forgotten. */
+     * Returns 0, AEV__ALWAYS_READY, or a negative errno: the kernel refuses the fd, and its
+     * watchers receive AEV_ERROR (never for lack of the backend's own memory: reserve() made
+     * room for fd). Removing (new_ev == 0) never fails: a fd already closed is simply
+     * forgotten. */
     int (*modify)(struct aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, uint32_t gen);
     /* Waits at most timeout ns (0: do not block, -1: no limit) and calls aev__io_ready() for
      * each ready fd (gen as given to modify, or AEV__GEN_ANY if the backend cannot carry it)

@@ -250,8 +250,9 @@ static int epoll_fd(const aev_loop *loop)
     return st ? st->epfd : -1;
 }
 
+/* No reserve(): the kernel holds the registrations, modify() needs no memory of its own. */
 const aev__backend aev__backend_epoll = {
-    AEV_BACKEND_EPOLL, "epoll",      epoll_init, epoll_destroy, epoll_modify,
+    AEV_BACKEND_EPOLL, "epoll",      epoll_init, epoll_destroy, NULL, epoll_modify,
     epoll_poll,        epoll_reinit, 1,          epoll_fd,
 };
 

@@ -1,12 +1,18 @@
 /*
  * The kqueue(2) backend (FreeBSD, NetBSD, OpenBSD, DragonFly, macOS), level-triggered.
  *
- * modify() only appends to a changelist; the next poll() hands the whole list to the kernel in
- * the kevent() call that waits, so starting and stopping watchers costs no system call of its
- * own. The array holding the changes is also that call's eventlist, which kqueue(2) allows ("The
- * same array may be used for the changelist and eventlist"): there is always room for one error
- * entry per change, so a refused change is reported as an EV_ERROR entry, never as a failure of
- * the whole call.
+ * modify() only queues changes in a changelist; the next poll() hands the whole list to the
+ * kernel in the kevent() call that waits, so starting and stopping watchers costs no system call
+ * of its own. The array holding the changes is also that call's eventlist, which kqueue(2) allows
+ * ("The same array may be used for the changelist and eventlist"): there is always room for one
+ * error entry per change, so a refused change is reported as an EV_ERROR entry, never as a
+ * failure of the whole call.
+ *
+ * The changelist holds at most one change per knote: a later change of a knote replaces the one
+ * queued, which is what the kernel would have ended with. So it never holds more than two
+ * changes per fd number, however often the io layer hands changes over before a wait (it does
+ * so before every poll of an outer loop that does not sweep this one), and reserve() keeps the
+ * array that large for every fd number up to the largest fd started: modify() needs no memory.
  *
  * Each interest is a knote identified by (fd, filter): EVFILT_READ for AEV_READ, EVFILT_WRITE for
  * AEV_WRITE. An added knote's udata carries the io layer's generation of the fd, so that events of
@@ -54,8 +60,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The array starts small and doubles after a wait that filled it, up to this size; a changelist
- * longer than that grows it further. */
+/* The array starts small and doubles after a wait that filled it, up to this size; it is also
+ * kept at two entries per reserved fd number, the room of the changelist. */
 #define KQ_EVENTS_MIN 64
 #define KQ_EVENTS_MAX 4096
 
@@ -69,8 +75,11 @@ typedef struct kq_state {
     int kq;
     pid_t pid;          /* the process that opened kq: the only one that may close it */
     int nchanges;       /* kev[0, nchanges): changes not yet submitted */
-    int cap;            /* size of kev */
+    int cap;            /* size of kev, at least 2 * nfds */
     struct kevent *kev; /* the changelist, and the eventlist of the call that submits it */
+    int *queued;        /* queued[2 * fd + k]: the index in kev of the change of the knote of fd
+                           and filter k (0 read, 1 write), or -1 */
+    int nfds;           /* the fd numbers [0, nfds) are reserved: queued covers them */
 } kq_state;
 
 /* What one batch of kevent() results contained. */
@@ -135,6 +144,7 @@ static void kq_destroy(aev_loop *loop)
     }
     kq_close(st);
     aev__free(st->kev);
+    aev__free(st->queued);
     aev__free(st);
     loop->backend_state = NULL;
 }
@@ -151,64 +161,74 @@ static int kq_resize(kq_state *st, int cap)
     return 0;
 }
 
-/* Makes room for `more` changes; 0 or -ENOMEM. */
-static int kq_reserve(kq_state *st, int more)
+/* Room in the changelist for the fd numbers up to fd: two changes each (see the top of the file).
+ * The array grows first: should the map fail to, nfds still describes both. 0 or -ENOMEM. */
+static int kq_reserve(aev_loop *loop, int fd)
 {
-    int need = st->nchanges + more;
-    if (need <= st->cap) {
+    kq_state *st = loop->backend_state;
+    if (fd < st->nfds) {
         return 0;
     }
-    int cap = st->cap;
-    while (cap < need) {
-        if (cap > INT_MAX / 2) {
+    int n = st->nfds ? st->nfds : KQ_EVENTS_MIN / 2;
+    while (n <= fd) {
+        if (n > INT_MAX / 4) {
             return -ENOMEM;
         }
-        cap *= 2;
+        n *= 2;
     }
-    return kq_resize(st, cap);
+    if (st->cap < 2 * n && kq_resize(st, 2 * n) < 0) {
+        return -ENOMEM;
+    }
+    int *queued = aev__realloc(st->queued, (size_t)n * 2 * sizeof(*queued));
+    if (queued == NULL) {
+        return -ENOMEM;
+    }
+    for (int i = 2 * st->nfds; i < 2 * n; i++) {
+        queued[i] = -1;
+    }
+    st->queued = queued;
+    st->nfds = n;
+    return 0;
 }
 
-static int kq_count(unsigned ev)
-{
-    return ((ev & AEV_READ) != 0) + ((ev & AEV_WRITE) != 0);
-}
+static const struct {
+    unsigned ev;
+    short filter;
+} kq_filters[] = {{AEV_READ, EVFILT_READ}, {AEV_WRITE, EVFILT_WRITE}};
 
-/* Appends one change per filter in ev; the room was reserved. */
+/* Queues action for each filter in ev, in place of a change of that knote already queued. fd
+ * was reserved, so there is room. */
 static void kq_queue(kq_state *st, int fd, unsigned ev, unsigned short action, uint32_t udata)
 {
-    static const struct {
-        unsigned ev;
-        short filter;
-    } filters[] = {{AEV_READ, EVFILT_READ}, {AEV_WRITE, EVFILT_WRITE}};
-    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
-        if (ev & filters[i].ev) {
-            EV_SET(&st->kev[st->nchanges], (uintptr_t)fd, filters[i].filter, action, 0, 0,
-                   (void *)(uintptr_t)udata);
-            st->nchanges++;
+    for (int k = 0; k < 2; k++) {
+        if (!(ev & kq_filters[k].ev)) {
+            continue;
         }
+        int *q = &st->queued[2 * fd + k];
+        if (*q < 0) {
+            *q = st->nchanges++;
+        }
+        EV_SET(&st->kev[*q], (uintptr_t)fd, kq_filters[k].filter, action, 0, 0,
+               (void *)(uintptr_t)udata);
     }
 }
 
-/* Removes the knotes of ev. Never fails: without memory for the changelist, each deletion is
- * submitted at once, on its own (a failed one would stop the rest), its errors ignored. Nothing
- * else is queued for this fd then: the io layer changes a fd at most once between two waits. */
+/* Empties the changelist: before it is submitted (kevent() overwrites the array with results),
+ * and when the kqueue it was meant for is gone. */
+static void kq_unqueue_all(kq_state *st)
+{
+    for (int i = 0; i < st->nchanges; i++) {
+        const struct kevent *ch = &st->kev[i];
+        st->queued[2 * (int)ch->ident + (ch->filter == EVFILT_WRITE)] = -1;
+    }
+    st->nchanges = 0;
+}
+
+/* Removes the knotes of ev. A knote that close() removed already gives an error entry, which
+ * KQ_UDATA_DELETE makes kq_dispatch() ignore. */
 static void kq_delete(kq_state *st, int fd, unsigned ev)
 {
-    if (ev == 0) {
-        return;
-    }
-    if (kq_reserve(st, kq_count(ev)) == 0) {
-        kq_queue(st, fd, ev, EV_DELETE, KQ_UDATA_DELETE);
-        return;
-    }
-    for (unsigned bit = AEV_READ; bit <= AEV_WRITE; bit <<= 1) {
-        if (ev & bit) {
-            struct kevent ch;
-            EV_SET(&ch, (uintptr_t)fd, bit == AEV_READ ? EVFILT_READ : EVFILT_WRITE, EV_DELETE, 0,
-                   0, NULL);
-            (void)kevent(st->kq, &ch, 1, NULL, 0, NULL);
-        }
-    }
+    kq_queue(st, fd, ev, EV_DELETE, KQ_UDATA_DELETE);
 }
 
 /* A regular file or directory, which kqueue does not report ready the way poll(2) does. A failed
@@ -236,12 +256,7 @@ static int kq_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev, u
         kq_delete(st, fd, old_ev);
         return AEV__ALWAYS_READY;
     }
-    unsigned gone = old_ev & ~new_ev;
-    int rc = kq_reserve(st, kq_count(gone) + kq_count(new_ev));
-    if (rc < 0) {
-        return rc;
-    }
-    kq_queue(st, fd, gone, EV_DELETE, KQ_UDATA_DELETE);
+    kq_delete(st, fd, old_ev & ~new_ev);
     /* Interests kept are added again: re-adding updates udata, which is how a renewal gets the
      * new generation, and costs nothing but an entry in the batch. */
     kq_queue(st, fd, new_ev, EV_ADD, gen);
@@ -309,10 +324,12 @@ static int kq_poll(aev_loop *loop, int64_t timeout)
     struct timespec ts;
     const struct timespec *tsp = kq_timespec(timeout, &ts);
 
-    int n = kevent(st->kq, st->kev, st->nchanges, st->kev, st->cap, tsp);
-    /* kqueue(2): "When kevent call fails with EINTR error, all changes in the changelist have
-     * been applied"; any other failure leaves the loop unusable anyway. */
-    st->nchanges = 0;
+    int nchanges = st->nchanges;
+    /* Emptied first: the call overwrites the changes with its results. kqueue(2): "When kevent
+     * call fails with EINTR error, all changes in the changelist have been applied"; any other
+     * failure leaves the loop unusable anyway. */
+    kq_unqueue_all(st);
+    int n = kevent(st->kq, st->kev, nchanges, st->kev, st->cap, tsp);
     if (n < 0) {
         return errno == EINTR ? 0 : -errno;
     }
@@ -340,7 +357,7 @@ static int kq_reinit(aev_loop *loop)
 {
     kq_state *st = loop->backend_state;
     kq_close(st);
-    st->nchanges = 0;
+    kq_unqueue_all(st);
     return kq_open(st);
 }
 
@@ -352,7 +369,8 @@ static int kq_fd(const aev_loop *loop)
 }
 
 const aev__backend aev__backend_kqueue = {
-    AEV_BACKEND_KQUEUE, "kqueue", kq_init, kq_destroy, kq_modify, kq_poll, kq_reinit, 0, kq_fd,
+    AEV_BACKEND_KQUEUE, "kqueue", kq_init,   kq_destroy, kq_reserve,
+    kq_modify,          kq_poll,  kq_reinit, 0,          kq_fd,
 };
 
 #endif /* AEV_HAVE_KQUEUE */

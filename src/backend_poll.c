@@ -3,6 +3,9 @@
  *
  * The set is a dense array of struct pollfd plus a map from fd to its slot; a removed fd's slot
  * is filled with the last one, so the array never has holes and poll() sees only watched fds.
+ * Both have one entry per fd number below the largest fd reserved, grown when a watcher starts
+ * (poll_reserve): the set of distinct fds below that can never be larger, so modify() never
+ * needs memory.
  *
  * Known limits:
  *  - Each wait costs O(number of watched fds), in the kernel and in the scan of the results.
@@ -38,9 +41,9 @@
 
 typedef struct poll_state {
     struct pollfd *fds; /* watched fds, dense: [0, count) */
-    uint32_t count, cap;
-    int *slot; /* slot[fd]: index into fds, or -1 */
-    uint32_t slot_cap;
+    uint32_t count;
+    int *slot;    /* slot[fd]: index into fds, or -1 */
+    uint32_t cap; /* entries of fds and of slot: the fd numbers [0, cap) are reserved */
 } poll_state;
 
 static int poll_init(aev_loop *loop)
@@ -68,48 +71,43 @@ static void poll_destroy(aev_loop *loop)
 /* The slot of fd, or -1 if fd is not in the set. */
 static int poll_slot_of(const poll_state *st, int fd)
 {
-    return (uint32_t)fd < st->slot_cap ? st->slot[fd] : -1;
+    return (uint32_t)fd < st->cap ? st->slot[fd] : -1;
 }
 
-/* Makes slot[fd] addressable; new entries are -1. Returns 0 or -ENOMEM. */
-static int poll_grow_slots(poll_state *st, int fd)
+/* Sizes the set and the map for the fd numbers up to fd; new map entries are -1. The set grows
+ * first: should the map fail to, cap still describes both. Returns 0 or -ENOMEM. */
+static int poll_reserve(aev_loop *loop, int fd)
 {
+    poll_state *st = loop->backend_state;
     uint32_t need = (uint32_t)fd + 1;
-    if (need <= st->slot_cap) {
+    if (need <= st->cap) {
         return 0;
     }
-    uint32_t cap = st->slot_cap < POLL_MIN_CAP ? POLL_MIN_CAP : st->slot_cap;
+    uint32_t cap = st->cap < POLL_MIN_CAP ? POLL_MIN_CAP : st->cap;
     while (cap < need) {
         cap = cap > UINT32_MAX / 2 ? need : cap * 2;
     }
+    struct pollfd *fds = aev__realloc(st->fds, (size_t)cap * sizeof(*fds));
+    if (fds == NULL) {
+        return -ENOMEM;
+    }
+    st->fds = fds;
     int *slot = aev__realloc(st->slot, (size_t)cap * sizeof(*slot));
     if (slot == NULL) {
         return -ENOMEM;
     }
-    for (uint32_t i = st->slot_cap; i < cap; i++) {
+    for (uint32_t i = st->cap; i < cap; i++) {
         slot[i] = -1;
     }
     st->slot = slot;
-    st->slot_cap = cap;
+    st->cap = cap;
     return 0;
 }
 
-/* Appends fd with no events yet; returns its slot or -ENOMEM. */
+/* Appends fd with no events yet and returns its slot. fd was reserved, and the set holds only
+ * other fds below cap, so there is room. */
 static int poll_append(poll_state *st, int fd)
 {
-    int err = poll_grow_slots(st, fd);
-    if (err < 0) {
-        return err;
-    }
-    if (st->count == st->cap) {
-        uint32_t cap = st->cap < POLL_MIN_CAP ? POLL_MIN_CAP : st->cap * 2;
-        struct pollfd *fds = aev__realloc(st->fds, (size_t)cap * sizeof(*fds));
-        if (fds == NULL) {
-            return -ENOMEM;
-        }
-        st->fds = fds;
-        st->cap = cap;
-    }
     int i = (int)st->count++;
     st->fds[i] = (struct pollfd){.fd = fd, .events = 0, .revents = 0};
     st->slot[fd] = i;
@@ -146,9 +144,6 @@ static int poll_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev,
     int i = poll_slot_of(st, fd);
     if (i < 0) {
         i = poll_append(st, fd);
-        if (i < 0) {
-            return i;
-        }
     }
     st->fds[i].events =
         (short)(((new_ev & AEV_READ) ? POLLIN : 0) | ((new_ev & AEV_WRITE) ? POLLOUT : 0));
@@ -240,6 +235,6 @@ static int poll_fd(const aev_loop *loop)
 }
 
 const aev__backend aev__backend_poll = {
-    AEV_BACKEND_POLL, "poll",      poll_init, poll_destroy, poll_modify,
+    AEV_BACKEND_POLL, "poll",      poll_init, poll_destroy, poll_reserve, poll_modify,
     poll_poll,        poll_reinit, 0,         poll_fd,
 };

@@ -88,6 +88,13 @@ int aev_io_start(aev_io *w)
     rc = aev__fd_reserve(loop, w->fd_);
     if (rc < 0)
         return rc;
+    /* The backend's memory for the fd too: the flush that registers it must not be able to fail
+     * for lack of memory, which would reach a watcher that started fine as AEV_ERROR. */
+    if (loop->backend->reserve) {
+        rc = loop->backend->reserve(loop, w->fd_);
+        if (rc < 0)
+            return rc;
+    }
     aev__fd *e = &loop->fds[w->fd_];
     /* Append, so that watchers of one fd are called in start order. */
     aev_io **link = &e->head;

@@ -55,8 +55,9 @@ static int aev__wakeup_open(aev_loop *loop)
 }
 
 /*
- * AEV_ERROR: the backend could not watch the wakeup fd (epoll_ctl's ENOMEM or ENOSPC, a poll set
- * or kqueue changelist that could not grow), so the io layer stopped the watcher. Without it a
+ * AEV_ERROR: the kernel refused to watch the wakeup fd (epoll_ctl's ENOMEM or ENOSPC; the poll
+ * and kqueue backends reserve their memory at start and cannot refuse it), so the io layer
+ * stopped the watcher. Without it a
  * sleeping loop would never see a wakeup again: start it again, which retries the registration
  * at the next flush. While that keeps failing, the AEV_ERROR queued each time keeps the loop
  * from blocking, so no send waits unseen. The start cannot fail: the fd table covers the fd and

@@ -8,8 +8,9 @@
  * Faults: every allocation failing in turn (a scenario with a watcher of every kind, and the
  * starts of the kinds with internal watchers), and all of them at once (the pending-queue slots
  * reserved at start must carry every event through); epoll_ctl refusing a fd (ENOSPC, ENOMEM):
- * an io watcher's, the wakeup fd, the inotify fd, a pidfd, an embedded loop's; registrations the
- * poll or kqueue backend cannot store for lack of memory; waits interrupted (EINTR) and
+ * an io watcher's, the wakeup fd, the inotify fd, a pidfd, an embedded loop's; io watchers
+ * started while each allocation fails in turn, and registered while memory is gone (the
+ * backend's room for a fd is reserved when its watcher starts); waits interrupted (EINTR) and
  * epoll_pwait2 missing; eventfd, pipe and epoll_create1 failing (EMFILE) at creation and at a
  * fork rebuild; the wakeup write interrupted or finding the fd full, the drain interrupted;
  * inotify unavailable, refused or interrupted; pidfd_open failing or missing; waitid
@@ -732,13 +733,8 @@ static void test_nothing_lost_without_memory(void **state)
     guard_start(&L->guard, loop, 10000);
     g_remaining = LOSE_TIMERS + LOSE_IOS + LOSE_ASYNCS + LOSE_SIGS + LOSE_IDLES + 1;
 
-    /* poll and kqueue store registrations in memory (the pollfd array, the changelist) when
-     * they hand them to the kernel, just before the first wait; epoll needs none. Let them do
-     * so while there is memory (test_registration_without_memory covers the failure). Once
-     * registered, nothing needs memory to be delivered. */
-    if (g_backend != AEV_BACKEND_EPOLL)
-        assert_true(aev_run(loop, AEV_RUN_NOWAIT) >= 0);
-
+    /* Nothing is registered yet: the first wait registers every fd with no memory left, which
+     * the room reserved by the starts (poll's pollfd array, kqueue's changelist) allows. */
     aevf_alloc_fail(1, AEVF_ALWAYS);
     for (int p = 0; p < LOSE_PIPES; p++)
         write_byte(L->pipes[p][1]);
@@ -910,15 +906,15 @@ static void test_epoll_ctl_mod_enomem(void **state)
 }
 
 /*
- * The loop's own wakeup fd cannot be registered at first (epoll_ctl ENOMEM, or the poll set
- * cannot grow): the loop must retry, not give the wakeup up, and must not block meanwhile. A
+ * The loop's own wakeup fd cannot be registered at first (epoll_ctl ENOMEM; poll and kqueue
+ * reserve their room when the watcher starts, so they never refuse it): the loop must retry,
+ * not give the wakeup up, and must not block meanwhile. A
  * send from another thread while the loop sleeps then still wakes it, and aev_run() does not
  * return early (the wakeup watcher's reference is not dropped twice).
  */
 static void wakeup_registration_fails(unsigned flags)
 {
-    SKIP_UNLESS(g_backend != AEV_BACKEND_KQUEUE,
-                "kqueue queues registrations in memory it already has");
+    SKIP_UNLESS(g_backend == AEV_BACKEND_EPOLL, "only epoll_ctl can refuse the wakeup fd");
     aev_loop *loop = loop_new(flags);
     int calls = 0;
     aev_async a;
@@ -928,20 +924,14 @@ static void wakeup_registration_fails(unsigned flags)
     aev_timer guard;
     guard_start(&guard, loop, 3000);
 
-    if (g_backend == AEV_BACKEND_EPOLL)
-        aevf_arm(AEVF_EPOLL_CTL, -1, 1, 3, ENOMEM);
-    else
-        aevf_alloc_fail(1, 3);
+    aevf_arm(AEVF_EPOLL_CTL, -1, 1, 3, ENOMEM);
     sender s;
     sender_start(&s, &a, 100);
     aev_time_t t0 = aev_time();
     assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
     aev_time_t took = aev_time() - t0;
     sender_join(&s);
-    if (g_backend == AEV_BACKEND_EPOLL)
-        assert_int_equal(aevf_injected(AEVF_EPOLL_CTL), 3);
-    else
-        assert_int_equal(aevf_alloc_failed(), 3);
+    assert_int_equal(aevf_injected(AEVF_EPOLL_CTL), 3);
     assert_int_equal(calls, 1);
     assert_int_equal(g_guard_fired, 0);
     assert_true(took < AEV_MSEC(2500));
@@ -972,10 +962,9 @@ static void test_wakeup_registration_fails_pipe(void **state)
 }
 
 /*
- * Registrations the backend must store in memory it does not have: poll's pollfd array and
- * kqueue's changelist grow when many fds are added at once. The watchers of each fd that could
- * not be stored fail with -ENOMEM (AEV_ERROP_WATCH); the others work. epoll stores nothing: no
- * watcher fails there.
+ * Many fds registered at once while memory is gone: more than the first size of poll's pollfd
+ * array and of kqueue's changelist, which their starts reserved. No watcher fails, on any
+ * backend; all of them work.
  */
 #define REG_FDS 100
 
@@ -1001,44 +990,161 @@ static void test_registration_without_memory(void **state)
 
     aevf_alloc_fail(1, AEVF_ALWAYS);
     write_byte(p[1]);
-    run_nowait(loop);
     while (!fired)
         assert_true(aev_run(loop, AEV_RUN_ONCE) >= 0);
-    int failed = 0;
-    for (int i = 0; i < REG_FDS; i++) {
-        if (recs[i].events & AEV_ERROR) {
-            assert_failed_with(&recs[i], -ENOMEM);
-            failed++;
-        } else {
-            assert_true(recs[i].calls >= 1);
-            assert_int_equal(recs[i].events, AEV_READ);
-            assert_true(aev_is_active(&recs[i].io.base));
-        }
-    }
-    if (g_backend == AEV_BACKEND_EPOLL)
-        assert_int_equal(failed, 0);
-    else
-        assert_true(failed > 0 && failed < REG_FDS);
-
-    /* With memory back, the failed ones start and work. */
     aevf_alloc_fail(0, 0);
-    for (int i = 0; i < REG_FDS; i++) {
-        if (!aev_is_active(&recs[i].io.base))
-            assert_int_equal(aev_io_start(&recs[i].io), 0);
-        recs[i].calls = 0;
-    }
-    /* Three waits: an event array of 64 entries takes two for 100 ready fds. */
-    for (int i = 0; i < 3; i++)
-        run_nowait(loop);
     for (int i = 0; i < REG_FDS; i++) {
         assert_true(recs[i].calls >= 1);
         assert_int_equal(recs[i].events, AEV_READ);
+        assert_true(aev_is_active(&recs[i].io.base));
         aev_io_stop(&recs[i].io);
     }
     assert_int_equal(aev_loop_destroy(loop), 0);
     for (int i = 0; i < REG_FDS; i++)
         close(fds[i]);
     close_pair(p);
+}
+
+/*
+ * An io watcher's memory is reserved when it starts: every allocation that starting io watchers
+ * and the following iterations make fails in turn (alone, or with every later one). Each
+ * aev_io_start() returns -ENOMEM, leaving its watcher inactive, or 0, and then the watcher is
+ * registered and gets its events without ever failing for lack of memory. The fds are more than the
+ * first size of poll's pollfd array and of kqueue's changelist (64), whatever their numbers, and
+ * one has a high number (the fd table and the backends' per-fd arrays must grow for it).
+ */
+#define RSV_FDS 70
+#define RSV_HIGH_FD 300
+
+typedef struct rsvrec {
+    aev_io io;
+    unsigned seen; /* every event received */
+} rsvrec;
+
+static void rsv_cb(aev_watcher *w, unsigned events)
+{
+    ((rsvrec *)w)->seen |= events;
+}
+
+static bool io_start_without_memory(const int *fds, unsigned long nth, unsigned long times)
+{
+    const unsigned want = AEV_READ | AEV_WRITE; /* a socket with data: both, at once */
+    long blocks0 = aevf_alloc_live_blocks();
+    unsigned long failed0 = aevf_alloc_failed();
+    static rsvrec recs[RSV_FDS + 1];
+    aev_loop *loop = loop_new(0);
+    for (int i = 0; i <= RSV_FDS; i++) {
+        memset(&recs[i], 0, sizeof recs[i]);
+        assert_int_equal(aev_io_init(&recs[i].io, loop, rsv_cb, fds[i], want), 0);
+    }
+
+    aevf_alloc_fail(nth, times);
+    for (int i = 0; i <= RSV_FDS; i++) {
+        int rc = aev_io_start(&recs[i].io);
+        assert_ok_or_nomem(rc);
+        assert_int_equal(aev_is_active(&recs[i].io.base), rc == 0);
+    }
+    for (int i = 0; i < 3; i++)
+        run_nowait(loop);
+    for (int i = 0; i <= RSV_FDS; i++) {
+        bool started = aev_is_active(&recs[i].io.base) || recs[i].seen;
+        assert_int_equal(recs[i].seen, started ? want : 0); /* never AEV_ERROR */
+    }
+
+    /* Memory is back: the watchers that could not start start now, and work. */
+    aevf_alloc_fail(0, 0);
+    for (int i = 0; i <= RSV_FDS; i++) {
+        if (!aev_is_active(&recs[i].io.base))
+            assert_int_equal(aev_io_start(&recs[i].io), 0);
+        recs[i].seen = 0;
+    }
+    for (int i = 0; i < 3; i++)
+        run_nowait(loop);
+    for (int i = 0; i <= RSV_FDS; i++) {
+        assert_int_equal(recs[i].seen, want);
+        assert_int_equal(aev_io_stop(&recs[i].io), 0);
+    }
+    assert_int_equal(aev_loop_destroy(loop), 0);
+    assert_int_equal(aevf_alloc_live_blocks(), blocks0);
+    return aevf_alloc_failed() == failed0;
+}
+
+static void test_io_alloc_fails_in_turn(void **state)
+{
+    (void)state;
+    int s[2];
+    make_socketpair(s);
+    int fds[RSV_FDS + 1];
+    for (int i = 0; i < RSV_FDS; i++) {
+        fds[i] = fcntl(s[0], F_DUPFD_CLOEXEC, 0);
+        assert_true(fds[i] >= 0);
+    }
+    fds[RSV_FDS] = fcntl(s[0], F_DUPFD_CLOEXEC, RSV_HIGH_FD);
+    assert_true(fds[RSV_FDS] >= RSV_HIGH_FD);
+    write_byte(s[1]);
+    /* The nth allocation fails alone, or with every later one. */
+    const unsigned long times[] = {1, AEVF_ALWAYS};
+    for (int t = 0; t < 2; t++) {
+        unsigned long n = 1;
+        while (!io_start_without_memory(fds, n, times[t])) {
+            n++;
+            assert_true(n < 200);
+        }
+        assert_true(n > 1);
+    }
+    for (int i = 0; i <= RSV_FDS; i++)
+        close(fds[i]);
+    close_pair(s);
+}
+
+/*
+ * kqueue takes changes only with its next wait. An embedded kqueue loop whose embed callback
+ * does not sweep it has its changes handed over before every poll of the outer loop, without a
+ * wait in between: a watcher changed in every iteration must not make the changelist grow, and
+ * so must not fail when memory is gone. Once swept, it works.
+ */
+static void test_kqueue_changes_between_sweeps(void **state)
+{
+    (void)state;
+    SKIP_UNLESS(g_backend == AEV_BACKEND_KQUEUE, "only kqueue queues changes until its wait");
+    aev_loop *outer = loop_new(0);
+    aev_loop *inner = loop_new(AEV_BACKEND_KQUEUE | AEV_FLAG_NOENV);
+    int s[2];
+    make_socketpair(s);
+    rsvrec r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(aev_io_init(&r.io, inner, rsv_cb, s[0], AEV_WRITE), 0);
+    assert_int_equal(aev_io_start(&r.io), 0);
+    int due = 0;
+    aev_embed e;
+    assert_int_equal(aev_embed_init(&e, outer, count_cb, inner), 0);
+    e.base.data = &due;
+    assert_int_equal(aev_embed_start(&e), 0);
+
+    /* Each iteration changes the watcher's events: a change to hand over (two kqueue changes,
+     * a deletion and an addition). The first ones run with memory, so that the outer loop's
+     * own arrays have grown. */
+    for (int i = 0; i < 300; i++) {
+        if (i == 10)
+            aevf_alloc_fail(1, AEVF_ALWAYS);
+        assert_int_equal(aev_io_stop(&r.io), 0);
+        assert_int_equal(aev_io_set(&r.io, s[0], i % 2 ? AEV_WRITE : AEV_READ), 0);
+        assert_int_equal(aev_io_start(&r.io), 0);
+        run_nowait(outer);
+    }
+    assert_true(due > 0);
+    assert_int_equal(r.seen, 0);
+    assert_true(aev_embed_sweep(&e) >= 0);
+    assert_true(aev_embed_sweep(&e) >= 0);
+    aevf_alloc_fail(0, 0);
+    assert_int_equal(r.seen, AEV_WRITE); /* the last events set; never AEV_ERROR */
+    assert_true(aev_is_active(&r.io.base));
+
+    assert_int_equal(aev_embed_stop(&e), 0);
+    assert_int_equal(aev_io_stop(&r.io), 0);
+    assert_int_equal(aev_loop_destroy(outer), 0);
+    assert_int_equal(aev_loop_destroy(inner), 0);
+    close_pair(s);
 }
 
 /* ---- 4. interrupted waits ----------------------------------------------------------------- */
@@ -1822,6 +1928,8 @@ int main(void)
         T(test_wakeup_registration_fails),
         T(test_wakeup_registration_fails_pipe),
         T(test_registration_without_memory),
+        T(test_io_alloc_fails_in_turn),
+        T(test_kqueue_changes_between_sweeps),
         T(test_wait_eintr),
         T(test_pwait2_enosys),
         T(test_pwait2_eperm),
