@@ -17,10 +17,12 @@ int aev_idle_start(aev_idle *w)
     if (rc <= 0)
         return rc;
     aev_loop *loop = w->base.loop_;
-    rc = aev__wvec_push(&loop->idles[AEV__PRI_INDEX(w->base.priority_)], &w->base);
+    int i = AEV__PRI_INDEX(w->base.priority_);
+    rc = aev__wvec_push(&loop->idles[i], &w->base);
     if (rc < 0)
         return rc;
     loop->idle_count++;
+    loop->idle_mask |= 1u << i;
     return 0;
 }
 
@@ -30,28 +32,30 @@ int aev_idle_stop(aev_idle *w)
     if (rc <= 0)
         return rc;
     aev_loop *loop = w->base.loop_;
-    aev__wvec_remove(&loop->idles[AEV__PRI_INDEX(w->base.priority_)], &w->base);
+    int i = AEV__PRI_INDEX(w->base.priority_);
+    aev__wvec_remove(&loop->idles[i], &w->base);
     loop->idle_count--;
+    if (!loop->idles[i].count)
+        loop->idle_mask &= ~(1u << i);
     return 0;
 }
 
 /*
  * libev's rule: going down from the highest priority, stop at the first level that has pending
  * events or idle watchers; queue that level's idle watchers only if nothing is pending there.
- * So an idle watcher runs only when nothing of equal or higher priority is pending.
+ * So an idle watcher runs only when nothing of equal or higher priority is pending: in bits, the
+ * highest idle level t is queued if no pending bit is at t or above. Two masks instead of a scan
+ * of the levels, because a loop with an idle watcher runs this every iteration.
  */
 void aev__idle_reify(aev_loop *loop)
 {
-    if (!loop->idle_count)
+    unsigned m = loop->idle_mask;
+    if (!m)
         return;
-    for (int i = AEV__NPRI - 1; i >= 0; i--) {
-        if (loop->pending[i].live)
-            return;
-        aev__wvec *v = &loop->idles[i];
-        if (!v->count)
-            continue;
-        for (uint32_t k = 0; k < v->count; k++)
-            aev__feed(loop, v->items[k], AEV_IDLE);
+    unsigned top = aev__top_bit(m);
+    if (loop->pending_mask >> top)
         return;
-    }
+    const aev__wvec *v = &loop->idles[top];
+    for (uint32_t k = 0; k < v->count; k++)
+        aev__feed(loop, v->items[k], AEV_IDLE);
 }

@@ -8,6 +8,7 @@
 #include "asyncev.h"
 #include "backend.h"
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,14 @@
 #define AEV__PRI_INDEX(pri) ((pri)-AEV_MINPRI)
 
 #define aev__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Index of the highest set bit of m, which must not be 0 (the priority masks of pending events
+ * and idle watchers). XOR instead of subtraction, equal for counts 0..31: compilers then emit the
+ * bare bit scan. */
+static inline unsigned aev__top_bit(unsigned m)
+{
+    return (unsigned)(sizeof m * CHAR_BIT - 1) ^ (unsigned)__builtin_clz(m);
+}
 
 /* Watcher types, stored in aev_watcher.type_; 0 means "never initialised". */
 enum {
@@ -150,6 +159,7 @@ struct aev_loop {
 
     aev__wvec idles[AEV__NPRI];
     unsigned idle_count;
+    unsigned idle_mask; /* bit i set while idles[i] is not empty */
     aev__wvec prepares;
     aev__wvec checks;
 

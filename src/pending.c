@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 
 static aev__pendq *aev__queue_of(aev_watcher *w)
@@ -43,79 +42,97 @@ static void aev__compact(aev__pendq *q)
     q->count = n;
 }
 
-int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
+/* Appends w's event to q, the queue of its priority i, which has room. */
+static inline void aev__append(aev_loop *loop, aev__pendq *q, unsigned i, aev_watcher *w,
+                               unsigned events)
 {
-    aev__pendq *q = aev__queue_of(w);
-    if (w->pending_) {
-        q->items[w->pending_ - 1].events |= events;
-        return 0;
-    }
-    /* An active watcher is counted in `held` already; an inactive one (fed by the program, or
-     * just stopped by the loop to report an error) needs its own reservation. */
+    q->items[q->count] = (aev__pend){w, events};
+    w->pending_ = (int32_t)++q->count;
+    if (q->live++ == 0)
+        loop->pending_mask |= 1u << i;
+    loop->pending_count++;
+}
+
+/* The rare way of queueing: an inactive watcher (fed by the program, or just stopped by the
+ * loop to report an error) needs its own reservation, since only active ones are counted in
+ * `held`; and a full array must grow. Out of line and reached by a tail call, so that the
+ * common case in aev__feed saves no registers for it. */
+static __attribute__((noinline)) int aev__feed_slow(aev_loop *loop, aev_watcher *w, unsigned events)
+{
+    unsigned i = (unsigned)AEV__PRI_INDEX(w->priority_);
+    aev__pendq *q = &loop->pending[i];
     if (!w->active_) {
         int rc = aev__pending_reserve(w);
         if (rc < 0)
             return rc;
         q->held++;
     }
-    /* The check inline: this is the hot path of every event, and the array is usually big
-     * enough already. */
     if (q->count == q->cap &&
         aev__grow((void **)&q->items, &q->cap, q->count + 1, sizeof *q->items) < 0)
         aev__compact(q);
-    q->items[q->count] = (aev__pend){w, events};
-    w->pending_ = (int32_t)++q->count;
-    if (q->live++ == 0)
-        loop->pending_mask |= 1u << (q - loop->pending);
-    loop->pending_count++;
+    aev__append(loop, q, i, w, events);
     return 0;
 }
 
-/* Takes one live event out of its queue's accounting; an emptied queue rewinds so that it
- * reuses the front of its array (no slot index refers into it any more). */
-static void aev__drop_live(aev_loop *loop, aev__pendq *q)
+/* Queues events for w, a watcher of loop; merges them into its slot if it is pending already.
+ * The common case, an active watcher whose queue has room, makes no call: every event of every
+ * iteration comes through here. */
+int aev__feed(aev_loop *loop, aev_watcher *w, unsigned events)
+{
+    unsigned i = (unsigned)AEV__PRI_INDEX(w->priority_);
+    aev__pendq *q = &loop->pending[i];
+    if (w->pending_) {
+        q->items[w->pending_ - 1].events |= events;
+        return 0;
+    }
+    if (!w->active_ || q->count == q->cap)
+        return aev__feed_slow(loop, w, events);
+    aev__append(loop, q, i, w, events);
+    return 0;
+}
+
+/* Takes one live event out of queue i's accounting; an emptied queue rewinds so that it reuses
+ * the front of its array (no slot index refers into it any more). */
+static void aev__drop_live(aev_loop *loop, aev__pendq *q, unsigned i)
 {
     loop->pending_count--;
     if (--q->live == 0) {
         q->head = q->count = 0;
-        loop->pending_mask &= ~(1u << (q - loop->pending));
+        loop->pending_mask &= ~(1u << i);
     }
 }
 
 unsigned aev__unpend(aev_watcher *w)
 {
     aev_loop *loop = w->loop_;
-    aev__pendq *q = aev__queue_of(w);
+    unsigned i = (unsigned)AEV__PRI_INDEX(w->priority_);
+    aev__pendq *q = &loop->pending[i];
     aev__pend *p = &q->items[w->pending_ - 1];
     unsigned events = p->events;
     p->w = NULL;
     w->pending_ = 0;
     if (!w->active_)
         q->held--;
-    aev__drop_live(loop, q);
+    aev__drop_live(loop, q, i);
     return events;
-}
-
-/* Index of the highest priority queue with live events, or -1: one bit scan, since it is asked
- * before every callback. */
-static int aev__top_queue(const aev_loop *loop)
-{
-    unsigned m = loop->pending_mask;
-    return m ? (int)(sizeof m * CHAR_BIT - 1) - __builtin_clz(m) : -1;
 }
 
 int aev__pending_at_or_above(const aev_loop *loop, int pri)
 {
-    return aev__top_queue(loop) >= AEV__PRI_INDEX(pri);
+    unsigned m = loop->pending_mask;
+    int top = m ? (int)aev__top_bit(m) : -1;
+    return top >= AEV__PRI_INDEX(pri);
 }
 
 void aev__invoke_pending(aev_loop *loop)
 {
-    int i;
     /* Counted so that aev_loop_destroy() refuses to free the loop under a callback even when
      * the program invokes outside aev_run() (aev_invoke_pending). */
     loop->invoking++;
-    while ((i = aev__top_queue(loop)) >= 0) {
+    /* The highest priority with live events is looked up again before every callback: one bit
+     * scan, and a callback may have queued something above. */
+    while (loop->pending_mask) {
+        unsigned i = aev__top_bit(loop->pending_mask);
         aev__pendq *q = &loop->pending[i];
         aev__pend p = q->items[q->head++];
         if (!p.w)
@@ -123,7 +140,7 @@ void aev__invoke_pending(aev_loop *loop)
         p.w->pending_ = 0;
         if (!p.w->active_)
             q->held--;
-        aev__drop_live(loop, q);
+        aev__drop_live(loop, q, i);
         p.w->cb_(p.w, p.events);
     }
     loop->invoking--;

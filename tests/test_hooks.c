@@ -561,6 +561,63 @@ static void test_prepare_before_poll(void **state)
     close(fds[1]);
 }
 
+/* A prepare callback sees the time its iteration started, not a time cached before the program
+ * slept: the loop skips the start-of-iteration clock read only when no callback before the poll
+ * could see it. */
+static void test_prepare_sees_iteration_start_time(void **state)
+{
+    aev_loop *loop = *state;
+    aev_prepare p;
+    log_reset();
+    assert_int_equal(aev_prepare_init(&p, loop, log_cb), 0);
+    set_id(&p.base, 1);
+    assert_int_equal(aev_prepare_start(&p), 0);
+    assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
+    aevt_sleep_ms(20); /* the cached time is now 20 ms old */
+    aev_time_t t0 = aev_time();
+    assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
+    assert_int_equal(g_nlog, 2);
+    assert_true(g_log[1].now >= t0);
+    assert_int_equal(aev_prepare_stop(&p), 0);
+}
+
+/* A break asked for by a fork callback ends the iteration after the prepare phase, as any break
+ * before the poll does: the prepare watchers of that iteration still run. */
+static void fork_breaks_cb(aev_watcher *w, unsigned events)
+{
+    log_call(w, events);
+    aev_break(aev_watcher_loop(w), AEV_BREAK_ONE);
+}
+
+static void test_break_in_fork_cb_still_runs_prepare(void **state)
+{
+    aev_loop *loop = *state;
+    aev_fork f;
+    aev_prepare p;
+    aev_timer keep;
+    log_reset();
+    assert_int_equal(aev_fork_init(&f, loop, fork_breaks_cb), 0);
+    set_id(&f.base, 1);
+    assert_int_equal(aev_prepare_init(&p, loop, log_cb), 0);
+    set_id(&p.base, 2);
+    assert_int_equal(aev_timer_init(&keep, loop, log_cb, FAR, 0), 0);
+    set_id(&keep.base, 9);
+    assert_int_equal(aev_fork_start(&f), 0);
+    assert_int_equal(aev_prepare_start(&p), 0);
+    assert_int_equal(aev_timer_start(&keep), 0);
+    assert_int_equal(aev_loop_fork(loop), 0);
+    aev_time_t t0 = aev_time();
+    assert_int_equal(aev_run(loop, AEV_RUN_DEFAULT), 1);
+    assert_true(aev_time() - t0 < QUICK);
+    assert_int_equal(g_nlog, 2);
+    assert_int_equal(g_log[0].id, 1);
+    assert_int_equal(g_log[1].id, 2);
+    assert_int_equal(g_log[1].iteration, 1);
+    assert_int_equal(aev_fork_stop(&f), 0);
+    assert_int_equal(aev_prepare_stop(&p), 0);
+    assert_int_equal(aev_timer_stop(&keep), 0);
+}
+
 /* A timer started by a prepare callback counts for this iteration's poll timeout: with
  * after = 0, aev_run(ONCE) neither blocks on the far timer nor misses the new one. */
 static aev_timer g_now_timer;
@@ -774,6 +831,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prepare_idle_check_order, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_phase_order, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_prepare_before_poll, aevt_setup, aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_sees_iteration_start_time, aevt_setup,
+                                        aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_break_in_fork_cb_still_runs_prepare, aevt_setup,
+                                        aevt_teardown),
         cmocka_unit_test_setup_teardown(test_prepare_starts_timer, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_check_sees_fresh_now, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_fed_from_prepare_runs_before_check, aevt_setup,
