@@ -212,13 +212,10 @@ static void epoll_grow_events(epoll_state *st)
     st->cap = cap;
 }
 
-static int epoll_poll(aev_loop *loop, int64_t timeout)
+/* Out of line: a wait that returns nothing (the common case of a busy loop polling with a zero
+ * timeout) then saves no registers for this loop. */
+static __attribute__((noinline)) void epoll_dispatch(aev_loop *loop, epoll_state *st, int n)
 {
-    epoll_state *st = loop->backend_state;
-    int n = epoll_wait_events(st, timeout);
-    if (n < 0) {
-        return errno == EINTR ? 0 : -errno;
-    }
     for (int i = 0; i < n; i++) {
         uint64_t data = st->events[i].data.u64;
         int fd = (int)(uint32_t)data;
@@ -227,6 +224,17 @@ static int epoll_poll(aev_loop *loop, int64_t timeout)
     }
     if (n == st->cap) {
         epoll_grow_events(st);
+    }
+}
+
+static int epoll_poll(aev_loop *loop, int64_t timeout)
+{
+    epoll_state *st = loop->backend_state;
+    int n = epoll_wait_events(st, timeout);
+    if (n > 0) {
+        epoll_dispatch(loop, st, n);
+    } else if (n < 0) {
+        return errno == EINTR ? 0 : -errno;
     }
     return 0;
 }

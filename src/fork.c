@@ -28,9 +28,16 @@ static void aev__register_atfork(void)
 
 unsigned aev__fork_generation(void)
 {
-    pthread_once(&aev__fork_once, aev__register_atfork);
     /* Relaxed: see aev__on_fork_child; only the thread that forked can observe a change. */
     return atomic_load_explicit(&aev__fork_gen, memory_order_relaxed);
+}
+
+/* Every loop is created through here, so the handler is registered before any loop can look
+ * for a fork; the iterations then pay a load, not a pthread_once call. */
+unsigned aev__fork_register(void)
+{
+    pthread_once(&aev__fork_once, aev__register_atfork);
+    return aev__fork_generation();
 }
 
 int aev_fork_init(aev_fork *w, aev_loop *loop, aev_cb cb)

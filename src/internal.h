@@ -310,6 +310,8 @@ void aev__wakeup_signal(aev_loop *loop);
 
 /* ---- fork.c ---- */
 unsigned aev__fork_generation(void);
+/* aev__fork_generation(), after registering the fork handler (once per process). */
+unsigned aev__fork_register(void);
 void aev__queue_forks(aev_loop *loop);
 
 /* ---- cleanup.c ---- */

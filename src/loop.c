@@ -146,7 +146,7 @@ int aev_loop_new(aev_loop **out, unsigned flags)
     loop->wake_rfd = loop->wake_wfd = -1;
     atomic_init(&loop->sent_list, NULL);
     atomic_init(&loop->may_sleep, 0);
-    loop->fork_gen = aev__fork_generation();
+    loop->fork_gen = aev__fork_register();
     loop->now = aev__clock();
     rc = backend->init(loop);
     if (rc < 0) {
