@@ -493,17 +493,25 @@ typedef struct cpu_row {
     const bu_impl *impl;
     double start_s[BU_MAX_ROUNDS];
     double run_s[BU_MAX_ROUNDS];
+    double total_s[BU_MAX_ROUNDS]; /* start + run of the same round */
     int nok;
     int nfail;
     char lasterr[160];
 } cpu_row;
+
+enum { CPU_START, CPU_RUN, CPU_TOTAL };
+
+static const double *cpu_values(const cpu_row *row, int which)
+{
+    return which == CPU_START ? row->start_s : which == CPU_RUN ? row->run_s : row->total_s;
+}
 
 static void cpu_print(const cpu_row *rows, int n, int which, const char *label)
 {
     double ours = 0;
     for (int i = 0; i < n; i++) {
         if (strcmp(rows[i].impl->name, "asyncev") == 0 && rows[i].nok) {
-            ours = bu_median(which ? rows[i].run_s : rows[i].start_s, rows[i].nok);
+            ours = bu_median(cpu_values(&rows[i], which), rows[i].nok);
         }
     }
     printf("%-16s %12s %10s %10s %13s %5s\n", label, "CPU s", "min", "max", "asyncev/this",
@@ -515,7 +523,7 @@ static void cpu_print(const cpu_row *rows, int n, int which, const char *label)
                    "-", "-", 0, row->nfail, row->lasterr);
             continue;
         }
-        const double *v = which ? row->run_s : row->start_s;
+        const double *v = cpu_values(row, which);
         double m = bu_median(v, row->nok), mn = v[0], mx = v[0];
         for (int k = 1; k < row->nok; k++) {
             mn = v[k] < mn ? v[k] : mn;
@@ -545,8 +553,8 @@ static void cpu_target(const cpu_row *rows, int n, int which, const char *label)
         printf("  target %-40s: not judged (a row is missing or failed)\n", label);
         return;
     }
-    double a = bu_median(which ? ours->run_s : ours->start_s, ours->nok);
-    double b = bu_median(which ? ev->run_s : ev->start_s, ev->nok);
+    double a = bu_median(cpu_values(ours, which), ours->nok);
+    double b = bu_median(cpu_values(ev, which), ev->nok);
     double ratio = b > 0 ? a / b : 0;
     printf("  target %-40s: asyncev CPU / libev CPU = %.3fx, need <= 0.800x: %s\n", label, ratio,
            ratio <= 0.8 ? "met" : "MISSED");
@@ -557,6 +565,7 @@ static void cpu_record(cpu_row *row, const bu_result *r, FILE *csv, int round, u
     if (r->ok) {
         row->start_s[row->nok] = (double)r->start_cpu_ns / 1e9;
         row->run_s[row->nok] = (double)r->run_cpu_ns / 1e9;
+        row->total_s[row->nok] = row->start_s[row->nok] + row->run_s[row->nok];
         row->nok++;
     } else {
         row->nfail++;
@@ -636,12 +645,17 @@ int main(int argc, char **argv)
     }
 
     printf("\nmillion timers: start (init + start of every timer)\n");
-    cpu_print(mrows, n, 0, "contender");
+    cpu_print(mrows, n, CPU_START, "contender");
     printf("\nmillion timers: run (the loop until the last one fired)\n");
-    cpu_print(mrows, n, 1, "contender");
+    cpu_print(mrows, n, CPU_RUN, "contender");
+    printf("\nmillion timers: total (start + run, per round)\n");
+    cpu_print(mrows, n, CPU_TOTAL, "contender");
     printf("  (asyncev/this: asyncev's CPU / this row's CPU; below 1.00x asyncev used less)\n\n");
-    cpu_target(mrows, n, 0, "million timers start CPU <= 0.8x libev");
-    cpu_target(mrows, n, 1, "million timers run CPU <= 0.8x libev");
+    /* The issue's target is the workload's CPU, start and run together; each phase is judged
+     * too, so that a phase that is worse than libev's shows. */
+    cpu_target(mrows, n, CPU_TOTAL, "million timers CPU <= 0.8x libev");
+    cpu_target(mrows, n, CPU_START, "million timers start CPU <= 0.8x libev");
+    cpu_target(mrows, n, CPU_RUN, "million timers run CPU <= 0.8x libev");
 
     printf("\ntimer churn: start/stop/again on random timers\n");
     bu_print_table("ops/s", crows, n, ours, 0);

@@ -235,11 +235,13 @@ medians()
     shift 2
     [ -f "$file" ] || return 0
     awk -F, -v col="$col" -v filters="$*" '
-        BEGIN { nf = split(filters, f, " ")
+        BEGIN { ncs = split(col, cs, "+")     # "6+7": the sum of two columns per round
+                nf = split(filters, f, " ")
                 for (i = 1; i <= nf; i++) { split(f[i], kv, "="); fc[i] = kv[1]; fv[i] = kv[2] } }
         NR == 1 || /^#/ || $4 == "median" || $9 != "ok" { next }
         { for (i = 1; i <= nf; i++) if ($(fc[i]) != fv[i]) next
-          n[$2]++; v[$2, n[$2]] = $col + 0 }
+          s = 0; for (i = 1; i <= ncs; i++) s += $(cs[i])
+          n[$2]++; v[$2, n[$2]] = s }
         END { for (c in n) {
                   k = n[c]
                   for (i = 1; i <= k; i++) a[i] = v[c, i]
@@ -316,6 +318,7 @@ row "loop_count (idle)" pinned "iterations/s" higher 0 1 "$raw/loop_count-pinned
     1=loop_count
 row "million timers: start" plain "CPU s" lower 4 1e-9 "$raw/timers.csv" 6 1=million
 row "million timers: run" plain "CPU s" lower 4 1e-9 "$raw/timers.csv" 7 1=million
+row "million timers: total" plain "CPU s" lower 4 1e-9 "$raw/timers.csv" 6+7 1=million
 row "timer churn" plain "ops/s" higher 0 1 "$raw/timers.csv" 7 1=churn
 for n in ${pipes_sizes//,/ }; do
     for v in plain timeout; do
