@@ -39,10 +39,15 @@ static int aev__wakeup_open(aev_loop *loop)
 #ifdef AEV_HAVE_EVENTFD
     if (!(loop->flags & AEV_FLAG_PIPE_WAKEUP)) {
         int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0)
+        if (fd >= 0) {
+            loop->wake_rfd = loop->wake_wfd = fd;
+            return 0;
+        }
+        /* eventfd missing (ENOSYS: a kernel without it, or a seccomp filter) or without these
+         * flags (EINVAL): the pipe does the same job. Any other error (out of fds, of memory)
+         * would hit the pipe too, and is the kernel's answer to return. */
+        if (errno != ENOSYS && errno != EINVAL)
             return -errno;
-        loop->wake_rfd = loop->wake_wfd = fd;
-        return 0;
     }
 #endif
     int fds[2];

@@ -1239,6 +1239,45 @@ static void test_new_eventfd_emfile(void **state)
     assert_int_equal(aevf_seen(AEVF_PIPE), 0);
 }
 
+/* eventfd missing (ENOSYS) or refusing its flags (EINVAL): the loop wakes through a self-pipe
+ * instead, and a send from another thread still wakes it. */
+static void *send_after_delay(void *arg)
+{
+    aevt_sleep_ms(20);
+    aev_async_send(arg);
+    return NULL;
+}
+
+static void eventfd_missing_uses_pipe(int err)
+{
+    aevf_arm(AEVF_EVENTFD, -1, 1, AEVF_ALWAYS, err);
+    aevf_arm(AEVF_PIPE, -1, 1000, 1, EMFILE); /* counts calls, fails none */
+    aev_loop *loop = loop_new(0);
+    assert_int_equal(aevf_injected(AEVF_EVENTFD), 1);
+    assert_int_equal(aevf_seen(AEVF_PIPE), 1);
+    aevf_disarm(AEVF_EVENTFD);
+    aevf_disarm(AEVF_PIPE);
+    int calls = 0;
+    aev_async a;
+    assert_int_equal(aev_async_init(&a, loop, count_cb), 0);
+    a.base.data = &calls;
+    assert_int_equal(aev_async_start(&a), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, send_after_delay, &a), 0);
+    assert_int_equal(aev_run(loop, AEV_RUN_ONCE), 1); /* blocks until the send */
+    assert_int_equal(calls, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(aev_async_stop(&a), 0);
+    assert_int_equal(aev_loop_destroy(loop), 0);
+}
+
+static void test_new_eventfd_enosys_uses_pipe(void **state)
+{
+    (void)state;
+    eventfd_missing_uses_pipe(ENOSYS);
+    eventfd_missing_uses_pipe(EINVAL);
+}
+
 static void test_new_pipe_emfile(void **state)
 {
     (void)state;
@@ -1934,6 +1973,7 @@ int main(void)
         T(test_pwait2_enosys),
         T(test_pwait2_eperm),
         T(test_new_eventfd_emfile),
+        T(test_new_eventfd_enosys_uses_pipe),
         T(test_new_pipe_emfile),
         T(test_new_epoll_create_emfile),
         T(test_fork_eventfd_emfile),
