@@ -1241,13 +1241,6 @@ static void test_new_eventfd_emfile(void **state)
 
 /* eventfd missing (ENOSYS) or refusing its flags (EINVAL): the loop wakes through a self-pipe
  * instead, and a send from another thread still wakes it. */
-static void *send_after_delay(void *arg)
-{
-    aevt_sleep_ms(20);
-    aev_async_send(arg);
-    return NULL;
-}
-
 static void eventfd_missing_uses_pipe(int err)
 {
     aevf_arm(AEVF_EVENTFD, -1, 1, AEVF_ALWAYS, err);
@@ -1262,11 +1255,11 @@ static void eventfd_missing_uses_pipe(int err)
     assert_int_equal(aev_async_init(&a, loop, count_cb), 0);
     a.base.data = &calls;
     assert_int_equal(aev_async_start(&a), 0);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, send_after_delay, &a), 0);
+    sender s;
+    sender_start(&s, &a, 20);
     assert_int_equal(aev_run(loop, AEV_RUN_ONCE), 1); /* blocks until the send */
     assert_int_equal(calls, 1);
-    pthread_join(th, NULL);
+    sender_join(&s);
     assert_int_equal(aev_async_stop(&a), 0);
     assert_int_equal(aev_loop_destroy(loop), 0);
 }
