@@ -176,6 +176,12 @@ static void init_child(aev_child *c, aev_loop *loop, seen *s, int pid, int trace
     c->base.data = s;
 }
 
+static void start_child(aev_child *c, aev_loop *loop, seen *s, int pid, int trace)
+{
+    init_child(c, loop, s, pid, trace);
+    assert_int_equal(aev_child_start(c), 0);
+}
+
 /* ---- running ------------------------------------------------------------------------------ */
 
 static void tick_cb(aev_watcher *w, unsigned events)
@@ -320,8 +326,7 @@ static void test_child_exit_status(void **state)
     pid_t pid = spawn_gated(42, &gate);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, pid, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, pid, 0);
     assert_true(aev_is_active(&c.base));
     /* Nothing is reported while the child runs. */
     run_idle(loop, 50);
@@ -347,10 +352,8 @@ static void test_child_killed_by_signal(void **state)
     pid_t p2 = spawn_gated(0, &gate2);
     aev_child c1, c2;
     seen s1, s2;
-    init_child(&c1, loop, &s1, p1, 0);
-    init_child(&c2, loop, &s2, p2, 0);
-    assert_int_equal(aev_child_start(&c1), 0);
-    assert_int_equal(aev_child_start(&c2), 0);
+    start_child(&c1, loop, &s1, p1, 0);
+    start_child(&c2, loop, &s2, p2, 0);
     assert_int_equal(kill(p1, SIGTERM), 0);
     assert_int_equal(kill(p2, SIGKILL), 0);
     run_until(loop, &s1.calls, 1);
@@ -375,8 +378,7 @@ static void test_child_exited_before_start(void **state)
     wait_zombie(pid);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, pid, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, pid, 0);
     run_until(loop, &s.calls, 1);
     assert_int_equal(s.rpid[0], pid);
     assert_exited(s.rstatus[0], 7);
@@ -395,8 +397,7 @@ static void test_child_several_watchers(void **state)
     seen s[4];
     g_seq = 0;
     for (int i = 0; i < 4; i++) {
-        init_child(&c[i], loop, &s[i], pid, 0);
-        assert_int_equal(aev_child_start(&c[i]), 0);
+        start_child(&c[i], loop, &s[i], pid, 0);
     }
     /* One of them leaves again: it must not be called. */
     assert_int_equal(aev_child_stop(&c[1]), 0);
@@ -427,10 +428,8 @@ static void test_child_two_children(void **state)
     pid_t p2 = spawn_gated(22, &gate2);
     aev_child c1, c2;
     seen s1, s2;
-    init_child(&c1, loop, &s1, p1, 0);
-    init_child(&c2, loop, &s2, p2, 0);
-    assert_int_equal(aev_child_start(&c1), 0);
-    assert_int_equal(aev_child_start(&c2), 0);
+    start_child(&c1, loop, &s1, p1, 0);
+    start_child(&c2, loop, &s2, p2, 0);
     /* The second exits first; the first watcher must not hear of it. */
     release(gate2);
     run_until(loop, &s2.calls, 1);
@@ -454,14 +453,12 @@ static void test_child_any_pid(void **state)
     aev_loop *loop = *state;
     aev_child any, one;
     seen sa, so;
-    init_child(&any, loop, &sa, 0, 0);
-    assert_int_equal(aev_child_start(&any), 0);
+    start_child(&any, loop, &sa, 0, 0);
     int gate1, gate2;
     pid_t p1 = spawn_gated(5, &gate1);
     pid_t p2 = spawn_gated(6, &gate2);
     /* p2 also has its own watcher: both hear of its exit. */
-    init_child(&one, loop, &so, p2, 0);
-    assert_int_equal(aev_child_start(&one), 0);
+    start_child(&one, loop, &so, p2, 0);
     release(gate1);
     run_until(loop, &sa.calls, 1);
     assert_int_equal(sa.rpid[0], p1);
@@ -494,8 +491,7 @@ static void test_child_unwatched_not_reaped(void **state)
     pid_t pid = spawn_gated(4, &gate);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, pid, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, pid, 0);
     release(gate);
     run_until(loop, &s.calls, 1);
     assert_exited(s.rstatus[0], 4);
@@ -513,8 +509,7 @@ static void test_child_stopped_watcher_does_not_reap(void **state)
     pid_t pid = spawn_gated(13, &gate);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, pid, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, pid, 0);
     assert_int_equal(aev_child_stop(&c), 0);
     release(gate);
     wait_zombie(pid);
@@ -534,10 +529,8 @@ static void test_child_trace(void **state)
     pid_t pid = spawn_gated(8, &gate);
     aev_child tr, plain;
     seen st, sp;
-    init_child(&tr, loop, &st, pid, 1);
-    init_child(&plain, loop, &sp, pid, 0);
-    assert_int_equal(aev_child_start(&tr), 0);
-    assert_int_equal(aev_child_start(&plain), 0);
+    start_child(&tr, loop, &st, pid, 1);
+    start_child(&plain, loop, &sp, pid, 0);
 
     assert_int_equal(kill(pid, SIGSTOP), 0);
     run_until(loop, &st.calls, 1);
@@ -568,8 +561,7 @@ static void test_child_trace_any_pid(void **state)
     aev_loop *loop = *state;
     aev_child any;
     seen s;
-    init_child(&any, loop, &s, 0, 1);
-    assert_int_equal(aev_child_start(&any), 0);
+    start_child(&any, loop, &s, 0, 1);
     int gate;
     pid_t pid = spawn_gated(2, &gate);
     assert_int_equal(kill(pid, SIGSTOP), 0);
@@ -596,8 +588,7 @@ static void test_child_reaped_elsewhere(void **state)
     pid_t pid = spawn_gated(1, &gate);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, pid, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, pid, 0);
     release(gate);
     /* The program reaps it behind the watcher's back. */
     assert_exited(reap(pid), 1);
@@ -665,11 +656,9 @@ static void test_child_run_returns(void **state)
     pid_t p2 = spawn_exit(0);
     aev_child c1, c2, any;
     seen s1, s2, sa;
-    init_child(&c1, loop, &s1, p1, 0);
-    init_child(&c2, loop, &s2, p2, 1);
+    start_child(&c1, loop, &s1, p1, 0);
+    start_child(&c2, loop, &s2, p2, 1);
     init_child(&any, loop, &sa, 0, 0);
-    assert_int_equal(aev_child_start(&c1), 0);
-    assert_int_equal(aev_child_start(&c2), 0);
     /* Start and stop churn leaves the count balanced. */
     for (int i = 0; i < 10; i++) {
         assert_int_equal(aev_child_start(&any), 0);
@@ -697,8 +686,7 @@ static void test_child_fds_and_destroy(void **state)
     aev_child c[3];
     seen s[3];
     for (int i = 0; i < 3; i++) {
-        init_child(&c[i], loop, &s[i], pid, 0);
-        assert_int_equal(aev_child_start(&c[i]), 0);
+        start_child(&c[i], loop, &s[i], pid, 0);
     }
     int expected = (!g_fallback && pidfd_works()) ? 1 : 0;
     assert_int_equal(count_fds(), with_loop + expected);
@@ -786,8 +774,7 @@ static void test_child_second_loop_in_thread(void **state)
     assert_int_equal(pthread_create(&th, NULL, thread_main, &t), 0);
     aev_child c;
     seen s;
-    init_child(&c, loop, &s, p1, 0);
-    assert_int_equal(aev_child_start(&c), 0);
+    start_child(&c, loop, &s, p1, 0);
     /* The thread's child exits first; this loop must not reap it. */
     release(gate2);
     assert_int_equal(pthread_join(th, NULL), 0);

@@ -94,161 +94,82 @@ typedef union anyw {
     aev_embed embed;
 } anyw;
 
+/* The typed start and stop of each type, behind one signature so that a table can hold them
+ * (test_wrong_type needs the typed ones, not aev_start()/aev_stop()). */
+#define TYPED_START_STOP(n)                                                                        \
+    static int n##_start(anyw *w)                                                                  \
+    {                                                                                              \
+        return aev_##n##_start(&w->n);                                                             \
+    }                                                                                              \
+    static int n##_stop(anyw *w)                                                                   \
+    {                                                                                              \
+        return aev_##n##_stop(&w->n);                                                              \
+    }
+TYPED_START_STOP(io)
+TYPED_START_STOP(timer)
+TYPED_START_STOP(idle)
+TYPED_START_STOP(prepare)
+TYPED_START_STOP(check)
+TYPED_START_STOP(async)
+TYPED_START_STOP(signal)
+TYPED_START_STOP(child)
+TYPED_START_STOP(periodic)
+TYPED_START_STOP(fork)
+TYPED_START_STOP(cleanup)
+TYPED_START_STOP(stat)
+TYPED_START_STOP(embed)
+
 static int io_init(anyw *w, aev_loop *l)
 {
     return aev_io_init(&w->io, l, noop_cb, g_pipe[0], AEV_READ);
-}
-static int io_start(anyw *w)
-{
-    return aev_io_start(&w->io);
-}
-static int io_stop(anyw *w)
-{
-    return aev_io_stop(&w->io);
 }
 static int timer_init(anyw *w, aev_loop *l)
 {
     return aev_timer_init(&w->timer, l, noop_cb, AEV_SEC(3600), 0);
 }
-static int timer_start(anyw *w)
-{
-    return aev_timer_start(&w->timer);
-}
-static int timer_stop(anyw *w)
-{
-    return aev_timer_stop(&w->timer);
-}
 static int idle_init(anyw *w, aev_loop *l)
 {
     return aev_idle_init(&w->idle, l, noop_cb);
-}
-static int idle_start(anyw *w)
-{
-    return aev_idle_start(&w->idle);
-}
-static int idle_stop(anyw *w)
-{
-    return aev_idle_stop(&w->idle);
 }
 static int prepare_init(anyw *w, aev_loop *l)
 {
     return aev_prepare_init(&w->prepare, l, noop_cb);
 }
-static int prepare_start(anyw *w)
-{
-    return aev_prepare_start(&w->prepare);
-}
-static int prepare_stop(anyw *w)
-{
-    return aev_prepare_stop(&w->prepare);
-}
 static int check_init(anyw *w, aev_loop *l)
 {
     return aev_check_init(&w->check, l, noop_cb);
-}
-static int check_start(anyw *w)
-{
-    return aev_check_start(&w->check);
-}
-static int check_stop(anyw *w)
-{
-    return aev_check_stop(&w->check);
 }
 static int async_init(anyw *w, aev_loop *l)
 {
     return aev_async_init(&w->async, l, noop_cb);
 }
-static int async_start(anyw *w)
-{
-    return aev_async_start(&w->async);
-}
-static int async_stop(anyw *w)
-{
-    return aev_async_stop(&w->async);
-}
 static int signal_init(anyw *w, aev_loop *l)
 {
     return aev_signal_init(&w->signal, l, noop_cb, SIGUSR2);
-}
-static int signal_start(anyw *w)
-{
-    return aev_signal_start(&w->signal);
-}
-static int signal_stop(anyw *w)
-{
-    return aev_signal_stop(&w->signal);
 }
 static int child_init(anyw *w, aev_loop *l)
 {
     return aev_child_init(&w->child, l, noop_cb, 0, 0); /* any child: needs none to exist */
 }
-static int child_start(anyw *w)
-{
-    return aev_child_start(&w->child);
-}
-static int child_stop(anyw *w)
-{
-    return aev_child_stop(&w->child);
-}
 static int periodic_init(anyw *w, aev_loop *l)
 {
     return aev_periodic_init(&w->periodic, l, noop_cb, 0, AEV_SEC(3600), NULL);
-}
-static int periodic_start(anyw *w)
-{
-    return aev_periodic_start(&w->periodic);
-}
-static int periodic_stop(anyw *w)
-{
-    return aev_periodic_stop(&w->periodic);
 }
 static int fork_init(anyw *w, aev_loop *l)
 {
     return aev_fork_init(&w->fork, l, noop_cb);
 }
-static int fork_start(anyw *w)
-{
-    return aev_fork_start(&w->fork);
-}
-static int fork_stop(anyw *w)
-{
-    return aev_fork_stop(&w->fork);
-}
 static int cleanup_init(anyw *w, aev_loop *l)
 {
     return aev_cleanup_init(&w->cleanup, l, noop_cb);
-}
-static int cleanup_start(anyw *w)
-{
-    return aev_cleanup_start(&w->cleanup);
-}
-static int cleanup_stop(anyw *w)
-{
-    return aev_cleanup_stop(&w->cleanup);
 }
 static int stat_init(anyw *w, aev_loop *l)
 {
     return aev_stat_init(&w->stat, l, noop_cb, "/", AEV_SEC(3600));
 }
-static int stat_start(anyw *w)
-{
-    return aev_stat_start(&w->stat);
-}
-static int stat_stop(anyw *w)
-{
-    return aev_stat_stop(&w->stat);
-}
 static int embed_init(anyw *w, aev_loop *l)
 {
     return aev_embed_init(&w->embed, l, noop_cb, g_other);
-}
-static int embed_start(anyw *w)
-{
-    return aev_embed_start(&w->embed);
-}
-static int embed_stop(anyw *w)
-{
-    return aev_embed_stop(&w->embed);
 }
 
 typedef struct wtype {
@@ -271,11 +192,24 @@ typedef struct wtype {
 static const wtype g_types[] = {
     WT(io, true, true),      WT(timer, true, true),    WT(idle, true, true),
     WT(prepare, true, true), WT(check, true, true),    WT(async, true, false),
-    WT(signal, true, true), WT(child, true, true),    WT(periodic, true, true),
+    WT(signal, true, true),  WT(child, true, true),    WT(periodic, true, true),
     WT(fork, false, true),   WT(cleanup, false, true), WT(stat, true, true),
     WT(embed, true, true),
 };
 #define NTYPES (sizeof g_types / sizeof g_types[0])
+
+static void init_and_start(const wtype *ty, anyw *w, aev_loop *l)
+{
+    assert_int_equal(ty->init(w, l), 0);
+    assert_int_equal(ty->start(w), 0);
+}
+
+/* Active and pending at once: the watcher sits in both of the loop's containers. */
+static void init_start_and_feed(const wtype *ty, anyw *w, aev_loop *l)
+{
+    init_and_start(ty, w, l);
+    assert_int_equal(aev_feed_event(&w->base, AEV_CUSTOM), 0);
+}
 
 /* Every typed start and stop must refuse a watcher that is not of its own type. */
 static int (*const g_typed_ops[])(anyw *) = {
@@ -786,8 +720,7 @@ static void test_double_start_double_stop(void **state)
         const wtype *ty = &g_types[t];
         anyw w;
         memset(&w, 0, sizeof w); /* every byte defined, for the comparison below */
-        assert_int_equal(ty->init(&w, g_loop), 0);
-        assert_int_equal(ty->start(&w), 0);
+        init_and_start(ty, &w, g_loop);
         anyw copy = w;
         assert_int_equal(ty->start(&w), 0);
         assert_int_equal(aev_start(&w.base), 0);
@@ -921,9 +854,7 @@ static void test_reinit_copy_of_active_is_not_busy(void **state)
     for (size_t t = 0; t < NTYPES; t++) {
         const wtype *ty = &g_types[t];
         anyw w, copy;
-        assert_int_equal(ty->init(&w, g_loop), 0);
-        assert_int_equal(ty->start(&w), 0);
-        assert_int_equal(aev_feed_event(&w.base, AEV_CUSTOM), 0);
+        init_start_and_feed(ty, &w, g_loop);
         memcpy(&copy, &w, sizeof copy);
         if (ty->init(&copy, g_loop) != 0)
             fail_msg("a copy of an active %s watcher was taken for the watcher itself", ty->name);
@@ -951,11 +882,8 @@ static void test_reinit_garbage_is_not_busy(void **state)
 {
     (void)state;
     anyw live[NTYPES];
-    for (size_t t = 0; t < NTYPES; t++) {
-        assert_int_equal(g_types[t].init(&live[t], g_loop), 0);
-        assert_int_equal(g_types[t].start(&live[t]), 0);
-        assert_int_equal(aev_feed_event(&live[t].base, AEV_CUSTOM), 0);
-    }
+    for (size_t t = 0; t < NTYPES; t++)
+        init_start_and_feed(&g_types[t], &live[t], g_loop);
     uint32_t seed = 0x9e3779b9u;
     for (int round = 0; round < 2000; round++) {
         const wtype *ty = &g_types[round % NTYPES];
@@ -1092,8 +1020,7 @@ static void test_destroy_with_active_watchers_then_reuse(void **state)
     void *old_handler = current_handler(SIGUSR2);
     for (size_t t = 0; t < n; t++) {
         assert_string_not_equal(g_types[t].name, "embed");
-        assert_int_equal(g_types[t].init(&w[t], a), 0);
-        assert_int_equal(g_types[t].start(&w[t]), 0);
+        init_and_start(&g_types[t], &w[t], a);
         if (t % 2)
             assert_int_equal(aev_feed_event(&w[t].base, AEV_CUSTOM), 0);
     }
@@ -1118,11 +1045,8 @@ static void test_destroy_with_active_watchers_then_reuse(void **state)
     sticky_off();
     /* Give b watchers of its own in the slots the stale ones claim. */
     anyw mine[NTYPES];
-    for (size_t t = 0; t < n; t++) {
-        assert_int_equal(g_types[t].init(&mine[t], b), 0);
-        assert_int_equal(g_types[t].start(&mine[t]), 0);
-        assert_int_equal(aev_feed_event(&mine[t].base, AEV_CUSTOM), 0);
-    }
+    for (size_t t = 0; t < n; t++)
+        init_start_and_feed(&g_types[t], &mine[t], b);
     for (size_t t = 0; t < n; t++) {
         if (g_types[t].init(&w[t], b) != 0)
             fail_msg("a stale %s watcher of a destroyed loop was taken for one of the new loop's",
@@ -1202,8 +1126,14 @@ static bool debug_build(void)
         }                                                                                          \
     } while (0)
 
-static void expect_text(const char *out, const char *want)
+/* Fails unless the captured stderr `out` contains the message formatted from fmt. */
+__attribute__((format(printf, 2, 3))) static void expect_text(const char *out, const char *fmt, ...)
 {
+    char want[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(want, sizeof want, fmt, ap);
+    va_end(ap);
     if (!strstr(out, want))
         fail_msg("expected \"%s\" on stderr, got \"%s\"", want, out);
 }
@@ -1226,7 +1156,6 @@ static void test_debug_never_initialised(void **state)
     (void)state;
     DEBUG_ONLY();
     anyw g;
-    char want[256];
     capture c;
     memset(&g, 0x5a, sizeof g);
     aev_timer t;
@@ -1238,11 +1167,10 @@ static void test_debug_never_initialised(void **state)
     int rc = aev_timer_start(&g.timer);
     const char *out = capture_end(&c);
     assert_int_equal(rc, -EINVAL);
-    snprintf(want, sizeof want,
-             "aev_timer_start: watcher %p was never initialised (loop %p is not "
-             "a live loop)",
-             (void *)&g, (void *)g_not_a_loop);
-    expect_text(out, want);
+    expect_text(out,
+                "aev_timer_start: watcher %p was never initialised (loop %p is not "
+                "a live loop)",
+                (void *)&g, (void *)g_not_a_loop);
 
     /* Through the generic functions, and through a typed one that is not a start or a stop (its
      * name is looked up from the call's address). */
@@ -1252,16 +1180,12 @@ static void test_debug_never_initialised(void **state)
     assert_int_equal(aev_timer_again(&g.timer), -EINVAL);
     assert_int_equal(aev_clear_pending(&g.base), 0);
     out = capture_end(&c);
-    snprintf(want, sizeof want, "aev_stop: watcher %p was never initialised", (void *)&g);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_feed_event: watcher %p was never initialised", (void *)&g);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "%s: watcher %p was never initialised",
-             looked_up_name("aev_timer_again", (const void *)(uintptr_t)aev_timer_again),
-             (void *)&g);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_clear_pending: watcher %p was never initialised", (void *)&g);
-    expect_text(out, want);
+    expect_text(out, "aev_stop: watcher %p was never initialised", (void *)&g);
+    expect_text(out, "aev_feed_event: watcher %p was never initialised", (void *)&g);
+    expect_text(out, "%s: watcher %p was never initialised",
+                looked_up_name("aev_timer_again", (const void *)(uintptr_t)aev_timer_again),
+                (void *)&g);
+    expect_text(out, "aev_clear_pending: watcher %p was never initialised", (void *)&g);
 }
 
 /* The watchers and the pointer of a destroyed loop: refused with "was destroyed". */
@@ -1272,7 +1196,6 @@ static void test_debug_destroyed_loop(void **state)
     aev_loop *l = aevt_loop_new();
     aev_timer t;
     aev_idle i;
-    char want[256];
     capture c;
     assert_int_equal(aev_timer_init(&t, l, noop_cb, AEV_SEC(10), 0), 0);
     assert_int_equal(aev_idle_init(&i, l, noop_cb), 0);
@@ -1287,22 +1210,14 @@ static void test_debug_destroyed_loop(void **state)
     assert_int_equal(aev_depth(l), 0);
     assert_int_equal(aev_timer_init(&t, l, noop_cb, 0, 0), -EINVAL);
     const char *out = capture_end(&c);
-    snprintf(want, sizeof want,
-             "aev_timer_stop: watcher %p belongs to loop %p, which was destroyed", (void *)&t,
-             (void *)l);
-    expect_text(out, want);
-    snprintf(want, sizeof want,
-             "aev_idle_start: watcher %p belongs to loop %p, which was destroyed", (void *)&i,
-             (void *)l);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_run: loop %p was destroyed", (void *)l);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_loop_destroy: loop %p was destroyed", (void *)l);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_depth: loop %p was destroyed", (void *)l);
-    expect_text(out, want);
-    snprintf(want, sizeof want, "aev_timer_init: loop %p is not a live loop", (void *)l);
-    expect_text(out, want);
+    expect_text(out, "aev_timer_stop: watcher %p belongs to loop %p, which was destroyed",
+                (void *)&t, (void *)l);
+    expect_text(out, "aev_idle_start: watcher %p belongs to loop %p, which was destroyed",
+                (void *)&i, (void *)l);
+    expect_text(out, "aev_run: loop %p was destroyed", (void *)l);
+    expect_text(out, "aev_loop_destroy: loop %p was destroyed", (void *)l);
+    expect_text(out, "aev_depth: loop %p was destroyed", (void *)l);
+    expect_text(out, "aev_timer_init: loop %p is not a live loop", (void *)l);
 }
 
 /* A copy of an active watcher used in its place: a release build would stop the original's
@@ -1312,7 +1227,6 @@ static void test_debug_copied_watcher(void **state)
     (void)state;
     DEBUG_ONLY();
     aev_timer t, copy;
-    char want[256];
     capture c;
     assert_int_equal(aev_timer_init(&t, g_loop, noop_cb, AEV_SEC(10), 0), 0);
     assert_int_equal(aev_timer_start(&t), 0);
@@ -1321,11 +1235,10 @@ static void test_debug_copied_watcher(void **state)
     int rc = aev_timer_stop(&copy);
     const char *out = capture_end(&c);
     assert_int_equal(rc, -EINVAL);
-    snprintf(want, sizeof want,
-             "aev_timer_stop: watcher %p claims to be active in loop %p, which "
-             "does not hold it",
-             (void *)&copy, (void *)g_loop);
-    expect_text(out, want);
+    expect_text(out,
+                "aev_timer_stop: watcher %p claims to be active in loop %p, which "
+                "does not hold it",
+                (void *)&copy, (void *)g_loop);
     assert_true(aev_is_active(&t.base)); /* the original is intact */
     assert_int_equal(aev_timer_stop(&t), 0);
 }
@@ -1337,7 +1250,6 @@ static void test_debug_reinit_active_in_other_loop(void **state)
     (void)state;
     DEBUG_ONLY();
     aev_idle i;
-    char want[256];
     capture c;
     assert_int_equal(aev_idle_init(&i, g_other, noop_cb), 0);
     assert_int_equal(aev_idle_start(&i), 0);
@@ -1345,11 +1257,10 @@ static void test_debug_reinit_active_in_other_loop(void **state)
     int rc = aev_idle_init(&i, g_loop, noop_cb);
     const char *out = capture_end(&c);
     assert_int_equal(rc, -EBUSY);
-    snprintf(want, sizeof want,
-             "aev_idle_init: watcher %p is still active in loop %p: stop it "
-             "first",
-             (void *)&i, (void *)g_other);
-    expect_text(out, want);
+    expect_text(out,
+                "aev_idle_init: watcher %p is still active in loop %p: stop it "
+                "first",
+                (void *)&i, (void *)g_other);
     assert_ptr_equal(aev_watcher_loop(&i.base), g_other);
     assert_int_equal(aev_idle_stop(&i), 0);
     assert_int_equal(aev_idle_init(&i, g_loop, noop_cb), 0);
@@ -1364,9 +1275,7 @@ static void test_debug_quiet_when_used_correctly(void **state)
     capture_begin(&c);
     for (size_t t = 0; t < NTYPES; t++) {
         anyw w;
-        assert_int_equal(g_types[t].init(&w, g_loop), 0);
-        assert_int_equal(g_types[t].start(&w), 0);
-        assert_int_equal(aev_feed_event(&w.base, AEV_CUSTOM), 0);
+        init_start_and_feed(&g_types[t], &w, g_loop);
         assert_int_equal(aev_run(g_loop, AEV_RUN_NOWAIT) >= 0, 1);
         assert_int_equal(g_types[t].stop(&w), 0);
         assert_int_equal(g_types[t].init(&w, g_loop), 0);

@@ -99,6 +99,14 @@ static void sig_init(aev_signal *w, aev_loop *loop, rec *r, int signum)
     w->base.data = r;
 }
 
+/* The common case: one watcher of signum, started, recording into a fresh r (id 1). */
+static void sig_watch(aev_signal *w, aev_loop *loop, rec *r, int signum)
+{
+    rec_init(r, 1);
+    sig_init(w, loop, r, signum);
+    assert_int_equal(aev_signal_start(w), 0);
+}
+
 typedef struct guard {
     aev_timer t;
     int fired;
@@ -128,6 +136,13 @@ static bool run_until(aev_loop *loop, atomic_int *count, int want, aev_time_t li
     }
     aev_timer_stop(&g.t);
     return atomic_load(count) >= want;
+}
+
+/* For the main thread: raises signum and fails unless r's callback count reaches want. */
+static void raise_and_wait(aev_loop *loop, int signum, rec *r, int want)
+{
+    raise(signum);
+    assert_true(run_until(loop, &r->count, want, LIMIT));
 }
 
 /* A few iterations that do not block: lets anything already due run. */
@@ -241,9 +256,7 @@ static void test_signal_set_busy(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     assert_int_equal(aev_signal_set(&s, SIGUSR2), -EBUSY);
     assert_int_equal(aev_signal_signum(&s), SIGUSR1);
     assert_int_equal(aev_signal_stop(&s), 0);
@@ -254,8 +267,7 @@ static void test_signal_set_busy(void **state)
     assert_int_equal(aev_signal_start(&s), 0);
     assert_true(current_handler(SIGUSR2) != SIG_DFL);
     assert_true(current_handler(SIGUSR1) == SIG_DFL);
-    raise(SIGUSR2);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR2, &r, 1);
     assert_int_equal(aev_signal_stop(&s), 0);
 }
 
@@ -270,8 +282,7 @@ static void test_signal_generic_start_stop(void **state)
     assert_int_equal(aev_start(&s.base), 0);
     assert_true(aev_is_active(&s.base));
     assert_true(current_handler(SIGUSR1) != SIG_DFL);
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r, 1);
     assert_int_equal(aev_stop(&s.base), 0);
     assert_false(aev_is_active(&s.base));
     assert_true(current_handler(SIGUSR1) == SIG_DFL);
@@ -284,9 +295,7 @@ static void test_signal_raise_same_thread(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     raise(SIGUSR1);
     /* The handler never runs the callback itself. */
     assert_int_equal(atomic_load(&r.count), 0);
@@ -323,9 +332,7 @@ static void delivered_while_blocked(aev_loop *loop, int by_pthread_kill)
 {
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     sender snd = {pthread_self(), by_pthread_kill, SIGUSR1, 50};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, sender_main, &snd), 0);
@@ -364,8 +371,7 @@ static void test_signal_several_watchers(void **state)
     assert_int_equal(aev_signal_start(&other), 0);
 
     g_nlog = 0;
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r[2].count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r[2], 1);
     run_nowait(loop, 2);
     for (int i = 0; i < 3; i++)
         assert_int_equal(atomic_load(&r[i].count), 1);
@@ -385,8 +391,7 @@ static void test_signal_several_watchers(void **state)
     assert_int_equal(atomic_load(&r[1].count), 1);
 
     /* Each signal reaches only its own watchers. */
-    raise(SIGUSR2);
-    assert_true(run_until(loop, &ro.count, 2, LIMIT));
+    raise_and_wait(loop, SIGUSR2, &ro, 2);
     run_nowait(loop, 2);
     assert_int_equal(atomic_load(&r[0].count), 2);
     assert_int_equal(atomic_load(&r[2].count), 2);
@@ -410,8 +415,7 @@ static void test_signal_priorities(void **state)
         assert_int_equal(aev_set_priority(&s[i].base, 0), -EBUSY);
     }
     g_nlog = 0;
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r[0].count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r[0], 1);
     run_nowait(loop, 2);
     /* Highest priority first; equal priorities in start order. */
     const int want[4] = {3, 2, 4, 1};
@@ -428,9 +432,7 @@ static void test_signal_burst_coalesced_not_lost(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     for (int i = 0; i < 100; i++)
         raise(SIGUSR1);
     assert_true(run_until(loop, &r.count, 1, LIMIT));
@@ -440,8 +442,7 @@ static void test_signal_burst_coalesced_not_lost(void **state)
     /* The callback (count 2) raises the signal again: that one must lead to count 3. */
     r.signum = SIGUSR1;
     r.raise_at = 2;
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r.count, 3, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r, 3);
     run_nowait(loop, 3);
     assert_int_equal(atomic_load(&r.count), 3);
     assert_int_equal(aev_signal_stop(&s), 0);
@@ -480,9 +481,7 @@ static void test_signal_pingpong_none_lost(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     pingpong p = {.count = &r.count, .loop_thread = pthread_self(), .rounds = 200};
     atomic_init(&p.failed_round, 0);
     pthread_t th;
@@ -654,14 +653,12 @@ static void test_signal_two_loops_one_stops(void **state)
     sig_init(&sb, b, &rb, SIGUSR1);
     assert_int_equal(aev_signal_start(&sa), 0);
     assert_int_equal(aev_signal_start(&sb), 0);
-    raise(SIGUSR1);
-    assert_true(run_until(a, &ra.count, 1, LIMIT));
+    raise_and_wait(a, SIGUSR1, &ra, 1);
     assert_true(run_until(b, &rb.count, 1, LIMIT));
 
     assert_int_equal(aev_signal_stop(&sa), 0);
     assert_true(current_handler(SIGUSR1) != SIG_DFL);
-    raise(SIGUSR1);
-    assert_true(run_until(b, &rb.count, 2, LIMIT));
+    raise_and_wait(b, SIGUSR1, &rb, 2);
     run_nowait(a, 2);
     assert_int_equal(atomic_load(&ra.count), 1);
 
@@ -738,12 +735,9 @@ static void test_signal_restores_custom_handler(void **state)
 
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR2);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR2);
     assert_true(current_handler(SIGUSR2) != custom_handler);
-    raise(SIGUSR2);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR2, &r, 1);
     assert_int_equal(g_custom_hits, 0);
     assert_int_equal(aev_signal_stop(&s), 0);
 
@@ -773,12 +767,9 @@ static void restores_to(aev_loop *loop, int signum, void (*disp)(int))
     set_handler(signum, disp, 0, &orig);
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, signum);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, signum);
     assert_true(current_handler(signum) != disp);
-    raise(signum);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, signum, &r, 1);
     assert_int_equal(aev_signal_stop(&s), 0);
     assert_true(current_handler(signum) == disp);
     assert_int_equal(sigaction(signum, &orig, NULL), 0);
@@ -818,9 +809,7 @@ static void test_signal_errno_same_thread(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     errno = EDOM;
     raise(SIGUSR1);
     assert_int_equal(errno, EDOM);
@@ -921,8 +910,7 @@ static void test_signal_stop_removes_pending(void **state)
     assert_int_equal(aev_signal_start(&lo), 0);
     /* hi runs first and stops lo, which is pending by then: lo's callback must not run. */
     rhi.stop_other = &lo;
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &rhi.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &rhi, 1);
     run_nowait(loop, 2);
     assert_int_equal(atomic_load(&rlo.count), 0);
     assert_false(aev_is_pending(&lo.base));
@@ -946,17 +934,14 @@ static void test_signal_stop_before_delivery_drops(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     raise(SIGUSR1);
     assert_int_equal(aev_signal_stop(&s), 0);
     assert_int_equal(aev_signal_start(&s), 0);
     run_nowait(loop, 3);
     assert_int_equal(atomic_load(&r.count), 0);
     /* Still working afterwards. */
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r, 1);
     assert_int_equal(aev_signal_stop(&s), 0);
 }
 
@@ -989,12 +974,9 @@ static void test_signal_fork_child_receives(void **state)
     aev_loop *loop = *state;
     aev_signal s;
     rec r;
-    rec_init(&r, 1);
-    sig_init(&s, loop, &r, SIGUSR1);
-    assert_int_equal(aev_signal_start(&s), 0);
+    sig_watch(&s, loop, &r, SIGUSR1);
     /* Make the parent's loop use its signal machinery once before the fork. */
-    raise(SIGUSR1);
-    assert_true(run_until(loop, &r.count, 1, LIMIT));
+    raise_and_wait(loop, SIGUSR1, &r, 1);
 
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -1067,8 +1049,7 @@ static void test_signal_destroy_with_active_watcher(void **state)
     assert_int_equal(aev_signal_start(&so), 0);
     assert_int_equal(aev_loop_destroy(loop), 0);
     assert_true(current_handler(SIGUSR2) != custom_handler);
-    raise(SIGUSR2);
-    assert_true(run_until(other, &ro.count, 1, LIMIT));
+    raise_and_wait(other, SIGUSR2, &ro, 1);
     assert_int_equal(g_custom_hits, 1);
     assert_int_equal(atomic_load(&r.count), 0);
     assert_int_equal(aev_signal_stop(&so), 0);
