@@ -241,6 +241,14 @@ static void sender_join(sender *s)
     assert_int_equal(pthread_join(s->thread, NULL), 0);
 }
 
+/* Starts a, an async watcher of loop whose callback cb counts in *calls. */
+static void async_start_counting(aev_async *a, aev_loop *loop, aev_cb cb, int *calls)
+{
+    assert_int_equal(aev_async_init(a, loop, cb), 0);
+    a->base.data = calls;
+    assert_int_equal(aev_async_start(a), 0);
+}
+
 /* The loop's wakeup fds, found among the fds aev_loop_new() opened: an eventfd (rfd == wfd)
  * or the two ends of a pipe. */
 static aev_loop *loop_new_wakeup(unsigned flags, int *rfd, int *wfd)
@@ -918,9 +926,7 @@ static void wakeup_registration_fails(unsigned flags)
     aev_loop *loop = loop_new(flags);
     int calls = 0;
     aev_async a;
-    assert_int_equal(aev_async_init(&a, loop, done_cb), 0);
-    a.base.data = &calls;
-    assert_int_equal(aev_async_start(&a), 0);
+    async_start_counting(&a, loop, done_cb, &calls);
     aev_timer guard;
     guard_start(&guard, loop, 3000);
 
@@ -1252,9 +1258,7 @@ static void eventfd_missing_uses_pipe(int err)
     aevf_disarm(AEVF_PIPE);
     int calls = 0;
     aev_async a;
-    assert_int_equal(aev_async_init(&a, loop, count_cb), 0);
-    a.base.data = &calls;
-    assert_int_equal(aev_async_start(&a), 0);
+    async_start_counting(&a, loop, count_cb, &calls);
     sender s;
     sender_start(&s, &a, 20);
     assert_int_equal(aev_run(loop, AEV_RUN_ONCE), 1); /* blocks until the send */
@@ -1373,9 +1377,7 @@ static void wakeup_write_eintr(unsigned flags)
     aev_loop *loop = loop_new_wakeup(flags, &rfd, &wfd);
     int calls = 0;
     aev_async a;
-    assert_int_equal(aev_async_init(&a, loop, done_cb), 0);
-    a.base.data = &calls;
-    assert_int_equal(aev_async_start(&a), 0);
+    async_start_counting(&a, loop, done_cb, &calls);
     aev_timer guard;
     guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_WRITE, wfd, 1, 3, EINTR);
@@ -1412,9 +1414,7 @@ static void wakeup_write_eagain(unsigned flags)
     aev_loop *loop = loop_new_wakeup(flags, &rfd, &wfd);
     int calls = 0;
     aev_async a;
-    assert_int_equal(aev_async_init(&a, loop, done_cb), 0);
-    a.base.data = &calls;
-    assert_int_equal(aev_async_start(&a), 0);
+    async_start_counting(&a, loop, done_cb, &calls);
     aev_timer guard;
     guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_WRITE, wfd, 1, 1, AEVF_FILL);
@@ -1451,9 +1451,7 @@ static void wakeup_read_fails(unsigned flags, int err)
     aev_loop *loop = loop_new_wakeup(flags, &rfd, &wfd);
     int calls = 0;
     aev_async a;
-    assert_int_equal(aev_async_init(&a, loop, done_cb), 0);
-    a.base.data = &calls;
-    assert_int_equal(aev_async_start(&a), 0);
+    async_start_counting(&a, loop, done_cb, &calls);
     aev_timer guard;
     guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_READ, rfd, 1, 3, err);
