@@ -45,7 +45,7 @@
 #endif
 
 /* The events array starts small and doubles after a wait that filled it, up to this size. */
-#define EPOLL_EVENTS_MIN 64
+#define EPOLL_EVENTS_MIN 16
 #define EPOLL_EVENTS_MAX 4096
 
 #define NSEC_PER_SEC INT64_C(1000000000)

@@ -62,7 +62,7 @@
 
 /* The array starts small and doubles after a wait that filled it, up to this size; it is also
  * kept at two entries per reserved fd number, the room of the changelist. */
-#define KQ_EVENTS_MIN 64
+#define KQ_EVENTS_MIN 32
 #define KQ_EVENTS_MAX 4096
 
 #define KQ_MAX_WAIT_SEC (24 * 60 * 60)

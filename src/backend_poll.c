@@ -32,7 +32,7 @@
 #define POLL_USE_PPOLL 1
 #endif
 
-#define POLL_MIN_CAP 64u
+#define POLL_MIN_CAP 16u
 
 #define NSEC_PER_SEC INT64_C(1000000000)
 #ifndef POLL_USE_PPOLL

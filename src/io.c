@@ -18,7 +18,7 @@ static int aev__fd_reserve(aev_loop *loop, int fd)
     uint32_t need = (uint32_t)fd + 1;
     if (need <= loop->nfds)
         return 0;
-    uint32_t n = loop->nfds ? loop->nfds : 64;
+    uint32_t n = loop->nfds ? loop->nfds : 16;
     while (n < need)
         n *= 2;
     aev__fd *fds = aev__realloc(loop->fds, n * sizeof *fds);
