@@ -12,11 +12,6 @@
 
 #define AEV__HEAP_D 4
 
-static inline int aev__before(const aev__hnode *a, const aev__hnode *b)
-{
-    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
-}
-
 static inline void aev__place(aev__heap *h, uint32_t i, aev__hnode n)
 {
     h->nodes[i] = n;
@@ -28,7 +23,7 @@ static void aev__climb(aev__heap *h, uint32_t i, aev__hnode n)
 {
     while (i > 0) {
         uint32_t parent = (i - 1) / AEV__HEAP_D;
-        if (!aev__before(&n, &h->nodes[parent]))
+        if (!aev__hnode_before(&n, &h->nodes[parent]))
             break;
         aev__place(h, i, h->nodes[parent]);
         i = parent;
@@ -41,7 +36,7 @@ static uint32_t aev__min_child(const aev__hnode *nodes, uint32_t first, uint32_t
 {
     uint32_t best = first;
     for (uint32_t c = first + 1; c < end; c++) {
-        if (aev__before(&nodes[c], &nodes[best]))
+        if (aev__hnode_before(&nodes[c], &nodes[best]))
             best = c;
     }
     return best;
@@ -51,9 +46,9 @@ static uint32_t aev__min_child(const aev__hnode *nodes, uint32_t first, uint32_t
  * instead of a scan, so the comparisons do not depend on each other. */
 static inline uint32_t aev__min_of4(const aev__hnode *nodes, uint32_t first)
 {
-    uint32_t a = first + (uint32_t)aev__before(&nodes[first + 1], &nodes[first]);
-    uint32_t b = first + 2 + (uint32_t)aev__before(&nodes[first + 3], &nodes[first + 2]);
-    return aev__before(&nodes[b], &nodes[a]) ? b : a;
+    uint32_t a = first + (uint32_t)aev__hnode_before(&nodes[first + 1], &nodes[first]);
+    uint32_t b = first + 2 + (uint32_t)aev__hnode_before(&nodes[first + 3], &nodes[first + 2]);
+    return aev__hnode_before(&nodes[b], &nodes[a]) ? b : a;
 }
 
 /* Moves the hole at i down to a leaf, pulling up the earliest child at each level; returns the
@@ -100,7 +95,7 @@ void aev__heap_remove(aev__heap *h, uint32_t index)
         return;
     /* The last node replaces the removed one. It belongs below it in the common case (it is a
      * leaf); the climb also covers the other case, where it belongs above. */
-    if (index > 0 && aev__before(&last, &h->nodes[(index - 1) / AEV__HEAP_D]))
+    if (index > 0 && aev__hnode_before(&last, &h->nodes[(index - 1) / AEV__HEAP_D]))
         aev__climb(h, index, last);
     else
         aev__sink(h, index, last);
@@ -109,7 +104,7 @@ void aev__heap_remove(aev__heap *h, uint32_t index)
 void aev__heap_update(aev__heap *h, uint32_t index, aev_time_t at, uint64_t seq)
 {
     aev__hnode n = {at, seq, h->nodes[index].w};
-    if (aev__before(&h->nodes[index], &n))
+    if (aev__hnode_before(&h->nodes[index], &n))
         aev__sink(h, index, n);
     else
         aev__climb(h, index, n);

@@ -98,6 +98,18 @@ typedef struct aev__hnode {
     aev_timer *w;
 } aev__hnode;
 
+/* The order of timers, in the heap and in the sorted runs alike: deadline, then start order. */
+static inline int aev__hnode_before(const aev__hnode *a, const aev__hnode *b)
+{
+    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+/* base + delta (delta >= 0) without signed overflow: deadlines beyond the range mean "never". */
+static inline aev_time_t aev__time_add(aev_time_t base, aev_time_t delta)
+{
+    return delta > INT64_MAX - base ? INT64_MAX : base + delta;
+}
+
 typedef struct aev__heap {
     aev__hnode *nodes;
     uint32_t count, cap;
@@ -250,7 +262,6 @@ int aev__pending_reserve(aev_watcher *w);
 unsigned aev__unpend(aev_watcher *w);
 void aev__invoke_pending(aev_loop *loop);
 void aev__pending_free(aev_loop *loop);
-int aev__pending_at_or_above(const aev_loop *loop, int pri);
 
 /* ---- io.c ---- */
 void aev__io_ready(aev_loop *loop, int fd, unsigned revents, uint32_t gen);

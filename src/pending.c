@@ -117,13 +117,6 @@ unsigned aev__unpend(aev_watcher *w)
     return events;
 }
 
-int aev__pending_at_or_above(const aev_loop *loop, int pri)
-{
-    unsigned m = loop->pending_mask;
-    int top = m ? (int)aev__top_bit(m) : -1;
-    return top >= AEV__PRI_INDEX(pri);
-}
-
 void aev__invoke_pending(aev_loop *loop)
 {
     /* Counted so that aev_loop_destroy() refuses to free the loop under a callback even when

@@ -8,12 +8,6 @@
 #include <errno.h>
 #include <stdlib.h>
 
-/* base + delta without signed overflow: deadlines beyond the int64 range mean "never". */
-static aev_time_t aev__deadline(aev_time_t base, aev_time_t delta)
-{
-    return delta > INT64_MAX - base ? INT64_MAX : base + delta;
-}
-
 int aev_timer_init(aev_timer *w, aev_loop *loop, aev_cb cb, aev_time_t after, aev_time_t repeat)
 {
     if (after < 0 || repeat < 0)
@@ -43,7 +37,7 @@ static int aev__timer_arm(aev_timer *w, aev_time_t delay)
     int rc = aev__tq_reserve(&loop->timers);
     if (rc < 0)
         return rc;
-    aev__tq_insert(&loop->timers, w, aev__deadline(aev__clock(), delay), loop->timer_seq++);
+    aev__tq_insert(&loop->timers, w, aev__time_add(aev__clock(), delay), loop->timer_seq++);
     aev__activate(&w->base, w->base.active_);
     return 0;
 }
@@ -90,7 +84,7 @@ int aev_timer_again(aev_timer *w)
     }
     if (!w->repeat_)
         return aev_timer_stop(w);
-    aev_time_t at = aev__deadline(aev__clock(), w->repeat_);
+    aev_time_t at = aev__time_add(aev__clock(), w->repeat_);
     aev__timer_move(loop, w, at);
     return 0;
 }
@@ -122,7 +116,7 @@ aev_time_t aev_timer_remaining(const aev_timer *w)
  * loop that fell behind runs the callback once instead of once per missed period. */
 static aev_time_t aev__next_period(aev_time_t at, aev_time_t repeat, aev_time_t now)
 {
-    aev_time_t next = aev__deadline(at, repeat);
+    aev_time_t next = aev__time_add(at, repeat);
     if (next > now)
         return next;
     aev_time_t periods = (now - at) / repeat + 1;

@@ -17,11 +17,6 @@
 #include <errno.h>
 #include <limits.h>
 
-static int aev__node_before(const aev__hnode *a, const aev__hnode *b)
-{
-    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
-}
-
 static int32_t aev__run_code(uint32_t run, uint32_t slot)
 {
     return -(int32_t)(slot * AEV__NRUNS + run) - 1;
@@ -161,7 +156,7 @@ const aev__hnode *aev__tq_first(const aev__timers *t)
     const aev__hnode *first = t->heap.count ? &t->heap.nodes[0] : NULL;
     for (int i = 0; i < AEV__NRUNS; i++) {
         const aev__run *r = &t->runs[i];
-        if (r->live && (!first || aev__node_before(&r->nodes[r->head], first)))
+        if (r->live && (!first || aev__hnode_before(&r->nodes[r->head], first)))
             first = &r->nodes[r->head];
     }
     return first;
@@ -187,20 +182,15 @@ int aev__tq_holds(const aev__timers *t, const aev_timer *w)
     return slot >= r->head && slot < r->count && r->nodes[slot].w == w;
 }
 
-static aev_time_t aev__shifted(aev_time_t at, aev_time_t delta)
-{
-    return delta > INT64_MAX - at ? INT64_MAX : at + delta;
-}
-
 /* A uniform shift keeps the heap and every run in order: nothing moves. */
 void aev__tq_shift(aev__timers *t, aev_time_t delta)
 {
     for (uint32_t i = 0; i < t->heap.count; i++)
-        t->heap.nodes[i].at = aev__shifted(t->heap.nodes[i].at, delta);
+        t->heap.nodes[i].at = aev__time_add(t->heap.nodes[i].at, delta);
     for (int i = 0; i < AEV__NRUNS; i++) {
         aev__run *r = &t->runs[i];
         for (uint32_t j = r->head; j < r->count; j++)
-            r->nodes[j].at = aev__shifted(r->nodes[j].at, delta);
+            r->nodes[j].at = aev__time_add(r->nodes[j].at, delta);
         if (r->count)
             t->tails[i] = r->nodes[r->count - 1].at;
     }
