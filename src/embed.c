@@ -166,7 +166,7 @@ static int aev__embed_arm_timer(aev_embed *w, aev_time_t at)
  * for never. */
 static aev_time_t aev__embed_deadline(aev_loop *other, int had_changes)
 {
-    if (other->pending_count || other->idle_count || other->nalways || other->rebuild)
+    if (other->pending_count || other->idle_mask || other->nalways || other->rebuild)
         return 0;
     if (had_changes && !aev__embed_changes_applied(other))
         return 0;

@@ -21,7 +21,6 @@ int aev_idle_start(aev_idle *w)
     rc = aev__wvec_push(&loop->idles[i], &w->base);
     if (rc < 0)
         return rc;
-    loop->idle_count++;
     loop->idle_mask |= 1u << i;
     return 0;
 }
@@ -34,7 +33,6 @@ int aev_idle_stop(aev_idle *w)
     aev_loop *loop = w->base.loop_;
     int i = AEV__PRI_INDEX(w->base.priority_);
     aev__wvec_remove(&loop->idles[i], &w->base);
-    loop->idle_count--;
     if (!loop->idles[i].count)
         loop->idle_mask &= ~(1u << i);
     return 0;

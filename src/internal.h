@@ -170,7 +170,6 @@ struct aev_loop {
     uint64_t timer_seq;
 
     aev__wvec idles[AEV__NPRI];
-    unsigned idle_count;
     unsigned idle_mask; /* bit i set while idles[i] is not empty */
     aev__wvec prepares;
     aev__wvec checks;

@@ -318,7 +318,7 @@ void aev_resume(aev_loop *loop)
 /* How long the poll may block: 0 if there is work already, -1 for no limit. */
 static aev_time_t aev__poll_timeout(aev_loop *loop, int mode)
 {
-    if (mode == AEV_RUN_NOWAIT || loop->refs <= 0 || loop->idle_count || loop->pending_count ||
+    if (mode == AEV_RUN_NOWAIT || loop->refs <= 0 || loop->idle_mask || loop->pending_count ||
         loop->nalways || loop->break_how)
         return 0;
     aev_time_t left = aev__periodics_timeout(loop); /* INT64_MAX if none */
