@@ -407,7 +407,8 @@ typedef struct aev_child {
 } aev_child;
 
 /* Errors: -EINVAL (NULL w, loop or cb; pid < 0); init: -EBUSY while the loop holds it;
- * aev_child_set: -EBUSY while active; start: -ENOMEM, and kernel errors (-ESRCH: no such process; -ECHILD: not a child of this process). */
+ * aev_child_set: -EBUSY while active; start: -ENOMEM, and kernel errors (-ESRCH: no such
+ * process; -ECHILD: not a child of this process). */
 AEV_EXPORT int aev_child_init(aev_child *w, aev_loop *loop, aev_cb cb, int pid, int trace);
 AEV_EXPORT int aev_child_set(aev_child *w, int pid, int trace);
 AEV_EXPORT int aev_child_start(aev_child *w);

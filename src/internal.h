@@ -83,11 +83,11 @@ enum {
 
 /* Per-fd bookkeeping of the io layer, indexed by fd. */
 typedef struct aev__fd {
-    aev_io *head;   /* watchers of this fd */
-    uint32_t gen;   /* bumped on each fresh registration; stale kernel events carry an old one */
-    uint8_t kernel; /* events handed to the backend */
-    uint8_t flags;  /* AEV__FD_* */
-    uint8_t stale;  /* consecutive unwanted events seen; too many forces a backend rebuild */
+    aev_io *head;     /* watchers of this fd */
+    uint32_t gen;     /* bumped on each fresh registration; stale kernel events carry an old one */
+    uint8_t kernel;   /* events handed to the backend */
+    uint8_t flags;    /* AEV__FD_* */
+    uint8_t stale;    /* consecutive unwanted events seen; too many forces a backend rebuild */
     uint8_t gathered; /* events collected by aev__io_gather, not delivered yet */
 } aev__fd;
 
@@ -192,7 +192,7 @@ struct aev_loop {
     aev__wvec forks;
     aev__wvec cleanups;
     int destroying;
-    int forked; /* aev_loop_fork() ran: fork watchers are due at the next fork check */
+    int forked;         /* aev_loop_fork() ran: fork watchers are due at the next fork check */
     unsigned suspended; /* aev_suspend() nesting */
     aev_time_t suspended_at;
     aev_invoke_hook invoke_hook;

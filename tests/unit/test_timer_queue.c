@@ -314,8 +314,8 @@ static void test_ties_across_run_and_heap(void **state)
     insert(5, t + 100); /* the run of 0, after it: a tie within a run */
     assert_true(g_w[4].base.active_ > 0);
     assert_int_equal(g_w[5].base.active_, g_w[0].base.active_ - AEV__NRUNS);
-    remove_one(3);      /* its run is empty again */
-    insert(6, t + 20);  /* that run: a tie with 4, which is in the heap and older */
+    remove_one(3);     /* its run is empty again */
+    insert(6, t + 20); /* that run: a tie with 4, which is in the heap and older */
     assert_true(g_w[6].base.active_ < 0);
     check();
     static const int order[] = {4, 6, 2, 1, 0, 5};
