@@ -249,6 +249,23 @@ static void async_start_counting(aev_async *a, aev_loop *loop, aev_cb cb, int *c
     assert_int_equal(aev_async_start(a), 0);
 }
 
+/* Another thread sends to a (whose callback is done_cb, counting in *calls) delay_ms after the
+ * loop went to sleep in aev_run(): the send must wake it, so that the run ends with *calls ==
+ * want, before a 3 s guard timer would have ended it instead. */
+static void send_wakes_loop(aev_loop *loop, aev_async *a, const int *calls, int want,
+                            long delay_ms)
+{
+    aev_timer guard;
+    guard_start(&guard, loop, 3000);
+    sender s;
+    sender_start(&s, a, delay_ms);
+    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
+    sender_join(&s);
+    assert_int_equal(*calls, want);
+    assert_int_equal(g_guard_fired, 0);
+    aev_timer_stop(&guard);
+}
+
 /* The loop's wakeup fds, found among the fds aev_loop_new() opened: an eventfd (rfd == wfd)
  * or the two ends of a pipe. */
 static aev_loop *loop_new_wakeup(unsigned flags, int *rfd, int *wfd)
@@ -927,31 +944,18 @@ static void wakeup_registration_fails(unsigned flags)
     int calls = 0;
     aev_async a;
     async_start_counting(&a, loop, done_cb, &calls);
-    aev_timer guard;
-    guard_start(&guard, loop, 3000);
 
     aevf_arm(AEVF_EPOLL_CTL, -1, 1, 3, ENOMEM);
-    sender s;
-    sender_start(&s, &a, 100);
     aev_time_t t0 = aev_time();
-    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
+    send_wakes_loop(loop, &a, &calls, 1, 100);
     aev_time_t took = aev_time() - t0;
-    sender_join(&s);
     assert_int_equal(aevf_injected(AEVF_EPOLL_CTL), 3);
-    assert_int_equal(calls, 1);
-    assert_int_equal(g_guard_fired, 0);
     assert_true(took < AEV_MSEC(2500));
 
     /* And it keeps working: the next send wakes the sleeping loop too. */
     aevf_disarm_all();
     assert_int_equal(aev_async_start(&a), 0);
-    sender_start(&s, &a, 50);
-    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
-    sender_join(&s);
-    assert_int_equal(calls, 2);
-    assert_int_equal(g_guard_fired, 0);
-
-    aev_timer_stop(&guard);
+    send_wakes_loop(loop, &a, &calls, 2, 50);
     assert_int_equal(aev_loop_destroy(loop), 0);
 }
 
@@ -1392,17 +1396,9 @@ static void wakeup_write_eintr(unsigned flags)
     int calls = 0;
     aev_async a;
     async_start_counting(&a, loop, done_cb, &calls);
-    aev_timer guard;
-    guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_WRITE, wfd, 1, 3, EINTR);
-    sender s;
-    sender_start(&s, &a, 100);
-    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
-    sender_join(&s);
+    send_wakes_loop(loop, &a, &calls, 1, 100);
     assert_int_equal(aevf_injected(AEVF_WRITE), 3);
-    assert_int_equal(calls, 1);
-    assert_int_equal(g_guard_fired, 0);
-    aev_timer_stop(&guard);
     assert_int_equal(aev_loop_destroy(loop), 0);
 }
 
@@ -1429,17 +1425,9 @@ static void wakeup_write_eagain(unsigned flags)
     int calls = 0;
     aev_async a;
     async_start_counting(&a, loop, done_cb, &calls);
-    aev_timer guard;
-    guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_WRITE, wfd, 1, 1, AEVF_FILL);
-    sender s;
-    sender_start(&s, &a, 100);
-    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
-    sender_join(&s);
+    send_wakes_loop(loop, &a, &calls, 1, 100);
     assert_int_equal(aevf_injected(AEVF_WRITE), 1);
-    assert_int_equal(calls, 1);
-    assert_int_equal(g_guard_fired, 0);
-    aev_timer_stop(&guard);
     assert_true(iterations_until_timer(loop, 20) <= 2);
     assert_int_equal(aev_loop_destroy(loop), 0);
 }
@@ -1466,16 +1454,8 @@ static void wakeup_read_fails(unsigned flags, int err)
     int calls = 0;
     aev_async a;
     async_start_counting(&a, loop, done_cb, &calls);
-    aev_timer guard;
-    guard_start(&guard, loop, 3000);
     aevf_arm(AEVF_READ, rfd, 1, 3, err);
-    sender s;
-    sender_start(&s, &a, 100);
-    assert_true(aev_run(loop, AEV_RUN_DEFAULT) >= 0);
-    sender_join(&s);
-    assert_int_equal(calls, 1);
-    assert_int_equal(g_guard_fired, 0);
-    aev_timer_stop(&guard);
+    send_wakes_loop(loop, &a, &calls, 1, 100);
     /* The remaining failures cost an iteration each, then the fd is empty and the loop blocks. */
     assert_true(iterations_until_timer(loop, 30) <= 5);
     assert_int_equal(aevf_injected(AEVF_READ), 3);
