@@ -38,6 +38,7 @@
 #include <sys/event.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -46,6 +47,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,10 +84,20 @@ static size_t emu_table_len;
 static pthread_once_t emu_once = PTHREAD_ONCE_INIT;
 static int emu_tag = -1;
 
+/*
+ * Whether fd still names the file a knote was added for: how the emulation finds out about a
+ * close() the kernel would have seen. This look at the number is the kernel's bookkeeping, not
+ * the program's use of the fd, so it is made with a raw system call, which ThreadSanitizer does
+ * not intercept: another thread may own the number by now, and TSan must report the accesses
+ * the library makes (the changes it submits), not the ones the emulation makes in its place.
+ */
 static int emu_same_file(int fd, dev_t dev, ino_t ino)
 {
-    struct stat sb;
-    return fstat(fd, &sb) == 0 && sb.st_dev == dev && sb.st_ino == ino;
+    struct statx sx;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_INO, &sx) != 0) {
+        return 0;
+    }
+    return makedev(sx.stx_dev_major, sx.stx_dev_minor) == dev && sx.stx_ino == ino;
 }
 
 /* Whether descriptor fd is an emulated kqueue: an epoll set that contains the tag. Its number
