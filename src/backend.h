@@ -63,6 +63,14 @@ typedef struct aev__backend {
     int (*reinit)(struct aev_loop *loop);
     /* Nonzero if modify() honours AEV__EDGE. */
     int edge;
+    /* Nonzero if close() removes the kernel's registrations (epoll: those of the file; kqueue:
+     * the number's knotes). The io layer then does not remove a fd whose last watcher stopped:
+     * the fd may be closed by then and its number reused, by another thread even, and a call
+     * naming the number would reach that file. The registration lingers while the fd stays
+     * open; the first event it brings proves the fd open and is when the io layer removes it,
+     * with modify(fd, AEV_READ | AEV_WRITE, 0), which must then ignore the kernel's complaint
+     * about whatever of the two was not registered. */
+    int defer_remove;
     /* The fd that becomes readable while poll() would report events (epoll and kqueue fds), or
      * -1 if the backend has none (poll): such a loop cannot be embedded (embed.c). */
     int (*fd)(const struct aev_loop *loop);

@@ -110,9 +110,10 @@ static int epoll_modify(aev_loop *loop, int fd, unsigned old_ev, unsigned new_ev
 {
     epoll_state *st = loop->backend_state;
 
-    /* The fd may already be closed (which removed it from the set) or never have been
-     * accepted: either way it is not watched any more, which is all that was asked. With
-     * old_ev == 0 nothing was handed to the kernel, so there is nothing to remove either. */
+    /* Called for removals only once the fd has shown to be open (defer_remove): still, it may
+     * have been closed since (which removed it from the set) or never have been accepted; either
+     * way it is not watched any more, which is all that was asked. With old_ev == 0 nothing was
+     * handed to the kernel, so there is nothing to remove either. */
     if (new_ev == 0) {
         if (old_ev != 0) {
             epoll_ctl_once(st->epfd, EPOLL_CTL_DEL, fd, 0, gen);
@@ -260,8 +261,17 @@ static int epoll_fd(const aev_loop *loop)
 
 /* No reserve(): the kernel holds the registrations, modify() needs no memory of its own. */
 const aev__backend aev__backend_epoll = {
-    AEV_BACKEND_EPOLL, "epoll",      epoll_init, epoll_destroy, NULL, epoll_modify,
-    epoll_poll,        epoll_reinit, 1,          epoll_fd,
+    .id = AEV_BACKEND_EPOLL,
+    .name = "epoll",
+    .init = epoll_init,
+    .destroy = epoll_destroy,
+    .reserve = NULL,
+    .modify = epoll_modify,
+    .poll = epoll_poll,
+    .reinit = epoll_reinit,
+    .edge = 1,
+    .defer_remove = 1,
+    .fd = epoll_fd,
 };
 
 #endif /* AEV_HAVE_EPOLL */

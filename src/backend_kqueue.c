@@ -368,9 +368,21 @@ static int kq_fd(const aev_loop *loop)
     return st ? st->kq : -1;
 }
 
+/* Removals are deferred although they would ride along with the next kevent() at no extra
+ * cost: close() removes a number's knotes, and an EV_DELETE submitted after the close would name
+ * a number that may be another thread's file by then. */
 const aev__backend aev__backend_kqueue = {
-    AEV_BACKEND_KQUEUE, "kqueue", kq_init,   kq_destroy, kq_reserve,
-    kq_modify,          kq_poll,  kq_reinit, 0,          kq_fd,
+    .id = AEV_BACKEND_KQUEUE,
+    .name = "kqueue",
+    .init = kq_init,
+    .destroy = kq_destroy,
+    .reserve = kq_reserve,
+    .modify = kq_modify,
+    .poll = kq_poll,
+    .reinit = kq_reinit,
+    .edge = 0,
+    .defer_remove = 1,
+    .fd = kq_fd,
 };
 
 #endif /* AEV_HAVE_KQUEUE */

@@ -234,7 +234,17 @@ static int poll_fd(const aev_loop *loop)
     return -1;
 }
 
+/* Removals are not deferred: they are an array edit, and poll(2) would report a closed fd. */
 const aev__backend aev__backend_poll = {
-    AEV_BACKEND_POLL, "poll",      poll_init, poll_destroy, poll_reserve, poll_modify,
-    poll_poll,        poll_reinit, 0,         poll_fd,
+    .id = AEV_BACKEND_POLL,
+    .name = "poll",
+    .init = poll_init,
+    .destroy = poll_destroy,
+    .reserve = poll_reserve,
+    .modify = poll_modify,
+    .poll = poll_poll,
+    .reinit = poll_reinit,
+    .edge = 0,
+    .defer_remove = 0,
+    .fd = poll_fd,
 };

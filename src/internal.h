@@ -76,9 +76,11 @@ typedef struct aev__wvec {
 
 /* Bits of aev__fd.flags. */
 enum {
-    AEV__FD_CHANGED = 0x01,     /* listed in loop->changes */
-    AEV__FD_FRESH = 0x02,       /* registration must be renewed (fd re-set or reused) */
-    AEV__FD_ALWAYS_READY = 0x04 /* backend cannot watch it; reported ready every iteration */
+    AEV__FD_CHANGED = 0x01,      /* listed in loop->changes */
+    AEV__FD_FRESH = 0x02,        /* registration must be renewed (fd re-set or reused) */
+    AEV__FD_ALWAYS_READY = 0x04, /* backend cannot watch it; reported ready every iteration */
+    AEV__FD_LINGER = 0x08,       /* removal deferred: the kernel may still hold a registration */
+    AEV__FD_DROP = 0x10          /* a lingering registration brought an event: remove it now */
 };
 
 /* Per-fd bookkeeping of the io layer, indexed by fd. */

@@ -183,19 +183,47 @@ static void aev__always_remove(aev_loop *loop, int fd)
     }
 }
 
+/* A fd nobody watches any more, on a backend that defers removals (see defer_remove in
+ * backend.h): leave the registration to close(). Returns 1 if nothing more is to be done. */
+static int aev__fd_defer_removal(aev_loop *loop, aev__fd *e)
+{
+    if (!loop->backend->defer_remove || e->kernel == 0)
+        return 0;
+    e->kernel = 0;
+    e->flags |= AEV__FD_LINGER;
+    return 1;
+}
+
+/* Removes whatever the kernel may hold for fd: a lingering registration once it proved the fd
+ * open (an event) or before a watcher registers the fd again (a kqueue knote of the other filter
+ * would otherwise stay), or what a refused change left. */
+static void aev__fd_drop(aev_loop *loop, int fd)
+{
+    aev__fd *e = &loop->fds[fd];
+    /* Removing never fails (backend.h); the old events may be unknown, so name them all. */
+    loop->backend->modify(loop, fd, AEV_READ | AEV_WRITE, 0, e->gen);
+    e->kernel = 0;
+    e->flags &= (uint8_t)~AEV__FD_LINGER;
+}
+
 /* Brings the backend's view of one fd up to date with its watchers. */
 static void aev__fd_sync(aev_loop *loop, int fd)
 {
     aev__fd *e = &loop->fds[fd];
     unsigned wanted = aev__fd_wanted(e);
     int fresh = e->flags & AEV__FD_FRESH;
-    e->flags &= (uint8_t) ~(AEV__FD_CHANGED | AEV__FD_FRESH);
+    int drop = e->flags & AEV__FD_DROP;
+    e->flags &= (uint8_t) ~(AEV__FD_CHANGED | AEV__FD_FRESH | AEV__FD_DROP);
     if (e->flags & AEV__FD_ALWAYS_READY) {
         /* Keep emulating readiness unless the fd is gone or may now be another file. */
         if (wanted && !fresh)
             return;
         aev__always_remove(loop, fd);
     }
+    if (drop || (wanted && (e->flags & AEV__FD_LINGER)))
+        aev__fd_drop(loop, fd);
+    else if (!wanted && aev__fd_defer_removal(loop, e))
+        return;
     /* Nothing to renew for a fd nobody wants and the backend does not hold. */
     if (wanted == e->kernel && (!fresh || !wanted))
         return;
@@ -209,10 +237,14 @@ static void aev__fd_sync(aev_loop *loop, int fd)
     }
     if (rc < 0) {
         /* The change list has one slot per fd and this fd's was used up in this flush: keep the
-         * stops from listing it again, then drop whatever the backend still holds for it. */
+         * stops from listing it again, then drop whatever the backend still holds for it, now:
+         * the kernel has just answered for the fd, no callback can have closed it since, and an
+         * old registration left in place would report under an outdated generation. */
         e->flags |= AEV__FD_CHANGED;
         aev__fd_fail(loop, fd, rc, AEV_ERROP_WATCH);
         e->flags &= (uint8_t)~AEV__FD_CHANGED;
+        if (e->kernel)
+            e->flags |= AEV__FD_DROP;
         aev__fd_sync(loop, fd);
         return;
     }
@@ -226,11 +258,18 @@ void aev__io_flush(aev_loop *loop)
     loop->nchanges = 0;
 }
 
-/* Events nobody asked for: the kernel holds a registration we could not remove (a closed fd
- * whose file lives on through a dup) or one of an earlier file. Renew it once; if that does not
- * help, rebuild the backend from scratch, the only way to drop such a registration. */
+/* Events nobody asked for. From a registration left to close() (aev__fd_defer_removal): the fd
+ * is still open, and removing the registration is all it takes. Otherwise the kernel holds one we
+ * could not remove (a closed fd whose file lives on through a dup) or one of an earlier file:
+ * renew it once; if that does not help, rebuild the backend from scratch, the only way to drop
+ * such a registration. */
 static void aev__fd_unwanted(aev_loop *loop, aev__fd *e, int fd)
 {
+    if ((e->flags & AEV__FD_LINGER) && !e->head) {
+        e->flags |= AEV__FD_DROP;
+        aev__fd_change(loop, fd);
+        return;
+    }
     if (e->stale++ == 0) {
         e->flags |= AEV__FD_FRESH;
         aev__fd_change(loop, fd);
