@@ -852,6 +852,21 @@ static void test_epoll_last_stop_leaves_removal_to_close(void **state)
     close_pair(q);
 }
 
+/* Epoll only: a new pipe's read end watched, registered by the loop, and the watcher stopped,
+ * with the system call counters reset after the registration. Returns the loop's epoll fd. */
+static int watch_then_stop(aev_loop *loop, int p[2], rec *r)
+{
+    skip_unless_epoll(loop);
+    make_pipe(p);
+    settle(loop);
+    int epfd = find_epoll_fd();
+    rec_start(r, loop, p[0], AEV_READ);
+    run_nowait(loop);
+    ctl_reset();
+    aev_io_stop(&r->io);
+    return epfd;
+}
+
 /*
  * The last watcher stops but the fd stays open, and readable: the registration left in place
  * reports it once, which shows the fd open; the loop then removes it (one DEL) and sleeps.
@@ -859,18 +874,10 @@ static void test_epoll_last_stop_leaves_removal_to_close(void **state)
 static void test_epoll_lingering_registration_removed(void **state)
 {
     aev_loop *loop = *state;
-    skip_unless_epoll(loop);
     int p[2];
     rec r;
-    make_pipe(p);
-    settle(loop);
-    int epfd = find_epoll_fd();
-
-    rec_start(&r, loop, p[0], AEV_READ);
-    run_nowait(loop);
-    ctl_reset();
+    int epfd = watch_then_stop(loop, p, &r);
     ctl_watched_fd = p[0];
-    aev_io_stop(&r.io);
     write_byte(p[1]);
 
     uint64_t iters = iterations_until_timer(loop, 50);
@@ -901,16 +908,9 @@ static void test_epoll_lingering_registration_removed(void **state)
 static void test_epoll_restart_over_lingering_registration(void **state)
 {
     aev_loop *loop = *state;
-    skip_unless_epoll(loop);
     int p[2];
     rec r;
-    make_pipe(p);
-    settle(loop);
-    int epfd = find_epoll_fd();
-
-    rec_start(&r, loop, p[0], AEV_READ);
-    run_nowait(loop);
-    aev_io_stop(&r.io);
+    int epfd = watch_then_stop(loop, p, &r);
     run_nowait(loop);
     assert_true(epoll_has_fd(epfd, p[0]));
 
