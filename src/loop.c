@@ -332,6 +332,28 @@ static aev_time_t aev__poll_timeout(aev_loop *loop, int mode)
     return left > 0 ? left : 0;
 }
 
+/* Polls the backend for at most timeout ns. A wait that brought only events nobody wants (the
+ * registration of a fd whose watchers all stopped, left for close() to remove: io.c) made the io
+ * layer list the fd for removal and fed nothing: the removal is made and the wait resumed for
+ * what is left of the timeout, so that the program never sees such a wakeup. A few rounds at
+ * most: a registration that removing does not silence flags a rebuild, which ends them. */
+static int aev__poll_wanted(aev_loop *loop, aev_time_t timeout)
+{
+    aev_time_t deadline = timeout > 0 ? aev__time_add(aev__clock(), timeout) : 0;
+    for (int round = 0;; round++) {
+        int rc = loop->backend->poll(loop, timeout);
+        if (rc < 0 || timeout == 0 || !loop->nchanges || loop->pending_count || loop->rebuild ||
+            round == 3)
+            return rc;
+        aev__io_flush(loop);
+        if (timeout > 0) {
+            timeout = deadline - aev__clock();
+            if (timeout <= 0)
+                return 0;
+        }
+    }
+}
+
 static void aev__poll_phase(aev_loop *loop, int mode)
 {
     if (loop->rebuild) {
@@ -352,7 +374,7 @@ static void aev__poll_phase(aev_loop *loop, int mode)
         if (aev__async_waiting(loop))
             timeout = 0;
     }
-    int rc = loop->backend->poll(loop, timeout);
+    int rc = aev__poll_wanted(loop, timeout);
     if (may_sleep) {
         /* seq_cst: a sender whose push follows our stack exchange in the total order must see
          * 0 here and skip the write, keeping writes to one per iteration. */
