@@ -59,7 +59,9 @@ int aev_async_start(aev_async *w)
     int rc = aev__start_begin((aev_watcher *)w, AEV__T_ASYNC);
     if (rc <= 0)
         return rc;
-    aev__activate(&w->base, 1);
+    rc = aev__wvec_push(&w->base.loop_->asyncs, &w->base);
+    if (rc < 0)
+        return rc;
     /* A send that reached the loop while the watcher was stopped is delivered now. */
     if (w->base.flags_ & AEV__WF_PARKED) {
         w->base.flags_ &= (uint8_t)~AEV__WF_PARKED;
@@ -75,7 +77,7 @@ int aev_async_stop(aev_async *w)
     if (w->base.pending_)
         aev__unpend(&w->base);
     if (w->base.active_)
-        aev__deactivate(&w->base);
+        aev__wvec_remove(&w->base.loop_->asyncs, &w->base);
     /* A sent watcher may still be on the stack, even one that was never started; the program
      * may free it once stopped, so take the stack now. w, being inactive, is parked and is
      * delivered if started again. Acquire: pairs with the sender's exchange, so that the stack
@@ -156,6 +158,24 @@ void aev__async_collect(aev_loop *loop)
             w->base.flags_ |= AEV__WF_PARKED;
         w = next;
     }
+}
+
+/* An init of w for loop, which w's memory names: w may be sent and on the stack without having
+ * been started (a watcher stopped since was taken off by aev_async_stop). Clearing its link
+ * would cut the stack there and lose the sends of every watcher below it, so the stack is taken
+ * first; w's own send is forgotten with its old state. Any bit pattern is safe here: w's link
+ * is only tested, and the stack holds real watchers. */
+void aev__async_before_init(aev_loop *loop, aev_async *w)
+{
+    /* Relaxed: only the loop thread takes the stack off a watcher, and a send that lands after
+     * this test on a watcher being re-initialised is a misuse the docs exclude. */
+    if (atomic_load_explicit(&w->link_, memory_order_relaxed) & AEV__SENT)
+        aev__async_collect(loop);
+}
+
+void aev__async_free(aev_loop *loop)
+{
+    aev__free(loop->asyncs.items);
 }
 
 int aev__async_waiting(aev_loop *loop)

@@ -177,8 +177,10 @@ struct aev_loop {
     aev__wvec checks;
 
     /* Async: senders push onto `sent_list` (lock-free stack); the loop takes the whole stack
-     * and feeds AEV_ASYNC to each watcher on it. */
+     * and feeds AEV_ASYNC to each watcher on it. `asyncs` holds the active ones (loop thread
+     * only), so that an init can tell an active watcher from stale memory. */
     _Atomic(aev_async *) sent_list;
+    aev__wvec asyncs;
     /* Nonzero while the loop may block in the backend; senders write the wakeup fd only then. */
     atomic_int may_sleep;
 
@@ -313,6 +315,8 @@ void aev__hooks_free(aev_loop *loop);
 /* ---- async.c ---- */
 void aev__async_collect(aev_loop *loop);
 int aev__async_waiting(aev_loop *loop);
+void aev__async_before_init(aev_loop *loop, aev_async *w);
+void aev__async_free(aev_loop *loop);
 
 /* ---- wakeup.c ---- */
 int aev__wakeup_init(aev_loop *loop);

@@ -187,6 +187,7 @@ int aev_loop_destroy(aev_loop *loop)
     aev__timers_free(loop);
     aev__periodics_free(loop);
     aev__hooks_free(loop);
+    aev__async_free(loop);
     aev__pending_free(loop);
     aev__free(loop->forks.items);
     aev__free(loop->cleanups.items);

@@ -108,9 +108,7 @@ static int aev__embed_holds(const aev_loop *loop, const aev_embed *w)
     return aev__wvec_holds(&loop->prepares, &w->prepare_.base);
 }
 
-/* Whether loop holds w as an active watcher of the type w->type_ claims: 1 or 0, or -1 for
- * async watchers, of which the loop keeps no index (an active one is referenced only while
- * sent or pending). */
+/* Whether loop holds w as an active watcher of the type w->type_ claims: 1 or 0. */
 static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
 {
     /* Only timers use negative values (their place in a sorted run). */
@@ -147,7 +145,7 @@ static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
     case AEV__T_SIGNAL:
         return aev__signal_holds(loop, (const aev_signal *)w);
     case AEV__T_ASYNC:
-        return -1;
+        return aev__wvec_holds(&loop->asyncs, w);
     default:
         return 0; /* not a watcher type: nothing of the loop can hold it */
     }
@@ -157,7 +155,7 @@ static int aev__active_holds(const aev_loop *loop, const aev_watcher *w)
  * leave the loop pointing at a watcher whose state was wiped. */
 static int aev__loop_holds(const aev_loop *loop, const aev_watcher *w)
 {
-    return aev__pending_holds(loop, w) || aev__active_holds(loop, w) == 1;
+    return aev__pending_holds(loop, w) || aev__active_holds(loop, w);
 }
 
 /* ---- checks at the entry of every watcher function ----------------------------------------- */
@@ -220,7 +218,7 @@ static int aev__debug_watcher(const aev_watcher *w, const aev__site *s)
         return 0;
     }
     if ((w->pending_ && !aev__pending_holds(w->loop_, w)) ||
-        (w->active_ && aev__active_holds(w->loop_, w) == 0)) {
+        (w->active_ && !aev__active_holds(w->loop_, w))) {
         aev__debug_report(aev__site_name(s, buf, sizeof buf),
                           "watcher %p claims to be %s in loop %p, which does not hold it (a copied "
                           "watcher, or its memory was overwritten)",
@@ -280,6 +278,10 @@ int aev__watcher_init(aev_watcher *w, aev_loop *loop, aev_cb cb, int type)
      * first. Stale state of an earlier use, or garbage, is recognised as such and overwritten. */
     if (w->loop_ == loop && (w->active_ || w->pending_) && aev__loop_holds(loop, w))
         return -EBUSY;
+    if (type == AEV__T_ASYNC && w->loop_ == loop && w->type_ == AEV__T_ASYNC) {
+        AEV__ASSUME_DEFINED(w, sizeof(aev_async));
+        aev__async_before_init(loop, (aev_async *)w);
+    }
     w->data = NULL;
     w->loop_ = loop;
     w->cb_ = cb;

@@ -494,6 +494,53 @@ static void test_send_before_start_is_remembered(void **state)
     assert_int_equal(aev_async_stop(&a), 0);
 }
 
+/*
+ * A watcher sent but never started is re-initialised. It sat on the loop's stack of sent
+ * watchers, with watchers sent before and after it: their sends must survive (clearing its link
+ * in place would cut the stack, and the watchers below it would stay "sent" forever, every later
+ * send to them a no-op). The re-initialised watcher starts fresh, without the old send.
+ */
+static void test_reinit_sent_unstarted_keeps_other_sends(void **state)
+{
+    aev_loop *loop = *state;
+    aev_async a, w, c;
+    rec ra, rw, rc;
+    memset(&ra, 0, sizeof(ra));
+    memset(&rw, 0, sizeof(rw));
+    memset(&rc, 0, sizeof(rc));
+    assert_int_equal(aev_async_init(&a, loop, rec_cb), 0);
+    assert_int_equal(aev_async_init(&w, loop, rec_cb), 0);
+    assert_int_equal(aev_async_init(&c, loop, rec_cb), 0);
+    a.base.data = &ra;
+    c.base.data = &rc;
+    assert_int_equal(aev_async_send(&a), 0);
+    assert_int_equal(aev_async_send(&w), 0);
+    assert_int_equal(aev_async_send(&c), 0);
+
+    assert_int_equal(aev_async_init(&w, loop, rec_cb), 0);
+    w.base.data = &rw;
+    assert_false(aev_async_sent(&w));
+    assert_int_equal(aev_async_start(&a), 0);
+    assert_int_equal(aev_async_start(&w), 0);
+    assert_int_equal(aev_async_start(&c), 0);
+    assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
+    assert_int_equal(ra.calls, 1);
+    assert_int_equal(rc.calls, 1);
+    assert_int_equal(rw.calls, 0);
+
+    /* All three work as ever. */
+    assert_int_equal(aev_async_send(&a), 0);
+    assert_int_equal(aev_async_send(&w), 0);
+    assert_int_equal(aev_run(loop, AEV_RUN_NOWAIT), 1);
+    assert_int_equal(ra.calls, 2);
+    assert_int_equal(rw.calls, 1);
+    assert_int_equal(rc.calls, 1);
+
+    assert_int_equal(aev_async_stop(&a), 0);
+    assert_int_equal(aev_async_stop(&w), 0);
+    assert_int_equal(aev_async_stop(&c), 0);
+}
+
 static void test_send_before_start_from_thread(void **state)
 {
     aev_loop *loop = *state;
@@ -1525,6 +1572,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sent_flag_lifecycle, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_sent_is_not_pending, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_send_before_start_is_remembered, aevt_setup,
+                                        aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_reinit_sent_unstarted_keeps_other_sends, aevt_setup,
                                         aevt_teardown),
         cmocka_unit_test_setup_teardown(test_send_before_start_from_thread, aevt_setup,
                                         aevt_teardown),

@@ -790,7 +790,6 @@ static void m_poll(ctx *c, int cb)
     M.internal_maybe = M.internal_maybe || M.late_wake || M.bg_inflight;
     M.late_wake = false;
 
-
     uint64_t b_io = new_batch(), b_async = new_batch(), b_always = new_batch();
     uint64_t b_timer = new_batch(), b_idle = new_batch(), b_check = new_batch();
     bool file_always = M.backend != AEV_BACKEND_POLL;
@@ -1138,9 +1137,11 @@ static void op_init(int i, unsigned type_b, unsigned a, unsigned b)
 {
     mslot *s = &M.s[i];
     int type = (int)(type_b % (T_COUNT - 1)) + 1;
-    /* Documented preconditions: never on an active or pending watcher; an async watcher not
-     * while it is sent and not yet noted (it may be on the loop's list). */
-    if (s->active || s->pend.on || (s->type == T_ASYNC && s->sent) || M.destroying)
+    /* An active or pending watcher: -EBUSY, untouched (every type). Not modelled: an async
+     * watcher sent and not yet noted, whose init makes the loop take its list of sent watchers
+     * (tests/test_async.c checks that). */
+    bool busy = s->active || s->pend.on;
+    if ((s->type == T_ASYNC && s->sent && !busy) || M.destroying)
         return;
     if ((s->type == T_ASYNC || type == T_ASYNC) && async_locked())
         return;
@@ -1195,6 +1196,9 @@ static void op_init(int i, unsigned type_b, unsigned a, unsigned b)
         }
         break;
     }
+    /* The arguments are checked before the watcher is looked at. */
+    if (want == 0 && busy)
+        want = -EBUSY;
     expect_rc("init", i, rc, want);
     if (rc < 0)
         return; /* the watcher is left untouched */
