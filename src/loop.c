@@ -338,20 +338,19 @@ static aev_time_t aev__poll_timeout(aev_loop *loop, int mode)
  * layer list the fd for removal and fed nothing: the removal is made and the wait resumed for
  * what is left of the timeout, so that the program never sees such a wakeup. A few rounds at
  * most: a registration that removing does not silence flags a rebuild, which ends them. */
-static int aev__poll_wanted(aev_loop *loop, aev_time_t timeout)
+static int aev__poll_wanted(aev_loop *loop, int mode, aev_time_t timeout)
 {
-    aev_time_t deadline = timeout > 0 ? aev__time_add(aev__clock(), timeout) : 0;
     for (int round = 0;; round++) {
         int rc = loop->backend->poll(loop, timeout);
         if (rc < 0 || timeout == 0 || !loop->nchanges || loop->pending_count || loop->rebuild ||
             round == 3)
             return rc;
         aev__io_flush(loop);
-        if (timeout > 0) {
-            timeout = deadline - aev__clock();
-            if (timeout <= 0)
-                return 0;
-        }
+        /* Recomputed from the timers rather than kept as a deadline: a wait that ends on time
+         * then needs no clock reading of its own. */
+        timeout = aev__poll_timeout(loop, mode);
+        if (timeout == 0)
+            return 0;
     }
 }
 
@@ -375,7 +374,7 @@ static void aev__poll_phase(aev_loop *loop, int mode)
         if (aev__async_waiting(loop))
             timeout = 0;
     }
-    int rc = aev__poll_wanted(loop, timeout);
+    int rc = aev__poll_wanted(loop, mode, timeout);
     if (may_sleep) {
         /* seq_cst: a sender whose push follows our stack exchange in the total order must see
          * 0 here and skip the write, keeping writes to one per iteration. */
