@@ -11,7 +11,11 @@
  * its own data, nothing of ours delivered) and that the loop goes on working; the race itself is
  * what ThreadSanitizer, which runs the tests labelled "thread" in CI, detects.
  */
-#include "testutil.h"
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pipe2, in iotest.h */
+#endif
+
+#include "iotest.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -87,31 +91,6 @@ static void closer_cb(aev_watcher *w, unsigned events)
     close(c->peer);
 }
 
-static void timer_flag_cb(aev_watcher *w, unsigned events)
-{
-    (void)events;
-    *(int *)w->data = 1;
-}
-
-/* Runs the loop until a timer of ms fires: several iterations, the last of them blocking. */
-static void run_a_while(aev_loop *loop, int ms)
-{
-    int fired = 0;
-    aev_timer t;
-    assert_int_equal(aev_timer_init(&t, loop, timer_flag_cb, AEV_MSEC(ms), 0), 0);
-    t.base.data = &fired;
-    assert_int_equal(aev_timer_start(&t), 0);
-    for (int i = 0; i < 1000 && !fired; i++) {
-        assert_true(aev_run(loop, AEV_RUN_ONCE) >= 0);
-    }
-    assert_true(fired);
-}
-
-static void make_pipe(int p[2])
-{
-    assert_int_equal(pipe(p), 0);
-}
-
 /* The watcher's callback stops it and closes the fd; the other thread gets the number. */
 static void test_closed_in_callback_number_reused_by_other_thread(void **state)
 {
@@ -121,7 +100,7 @@ static void test_closed_in_callback_number_reused_by_other_thread(void **state)
     closer c = {.peer = p[1]};
     assert_int_equal(aev_io_init(&c.io, loop, closer_cb, p[0], AEV_READ), 0);
     assert_int_equal(aev_io_start(&c.io), 0);
-    run_a_while(loop, 1); /* registered */
+    iterations_until_timer(loop, 1); /* registered */
 
     int num = p[0];
     char b = 'x';
@@ -132,7 +111,7 @@ static void test_closed_in_callback_number_reused_by_other_thread(void **state)
     opener o;
     opener_run(&o);
     assert_int_equal(o.fds[0], num);
-    run_a_while(loop, 20);
+    iterations_until_timer(loop, 20);
     assert_int_equal(c.calls, 1);
     opener_finish(&o);
 }
@@ -152,9 +131,9 @@ static void test_stopped_and_closed_number_reused_by_other_thread(void **state)
     assert_int_equal(aev_io_init(&w.io, loop, closer_cb, p[0], AEV_WRITE), 0);
     assert_int_equal(aev_io_start(&r.io), 0);
     assert_int_equal(aev_io_start(&w.io), 0);
-    run_a_while(loop, 1);
+    iterations_until_timer(loop, 1);
     assert_int_equal(aev_io_stop(&w.io), 0);
-    run_a_while(loop, 1);
+    iterations_until_timer(loop, 1);
 
     int num = p[0];
     assert_int_equal(aev_io_stop(&r.io), 0);
@@ -164,7 +143,7 @@ static void test_stopped_and_closed_number_reused_by_other_thread(void **state)
     opener o;
     opener_run(&o);
     assert_int_equal(o.fds[0], num);
-    run_a_while(loop, 20);
+    iterations_until_timer(loop, 20);
     assert_int_equal(r.calls + w.calls, 0);
     opener_finish(&o);
 }
