@@ -337,6 +337,52 @@ static void test_callback_decides(void **state)
     assert_int_equal(aev_io_stop(&io), 0);
 }
 
+/* A fd of the embedded loop whose watcher stopped stays open and becomes ready: its registration,
+ * left for close() to remove, makes the embedded loop's fd readable once. The embed callback may
+ * run for it, the sweep only removes the registration (the stopped watcher is not called), and
+ * after that the outer loop blocks again: a quiet timer is reached in a bounded number of
+ * iterations, with no more embed callbacks. */
+static void test_stopped_inner_fd_ready(void **state)
+{
+    fixture *f = *state;
+    aev_embed e;
+    sweeper s = {.e = &e, .sweep = 1, .swept_rc = -1};
+    assert_int_equal(aev_embed_init(&e, f->outer, embed_cb, f->inner), 0);
+    e.base.data = &s;
+    counter c = {0};
+    aev_io io;
+    assert_int_equal(aev_io_init(&io, f->inner, pipe_read_cb, f->pipe[0], AEV_READ), 0);
+    io.base.data = &c;
+    assert_int_equal(aev_io_start(&io), 0);
+    assert_int_equal(aev_embed_start(&e), 0);
+    aev_timer g;
+    guard_start(&g, f->outer);
+    pipe_write(f->pipe[1]);
+    assert_int_equal(aev_run(f->outer, AEV_RUN_ONCE), 1);
+    assert_int_equal(c.calls, 1);
+
+    assert_int_equal(aev_io_stop(&io), 0);
+    pipe_write(f->pipe[1]); /* the pipe stays readable: nobody reads it any more */
+    int before = s.c.calls;
+    aev_timer t;
+    assert_int_equal(aev_timer_init(&t, f->outer, count_cb, AEV_MSEC(30), 0), 0);
+    counter tc = {.brk = f->outer};
+    t.base.data = &tc;
+    assert_int_equal(aev_timer_start(&t), 0);
+    int iterations = 0;
+    while (tc.calls == 0 && iterations < 100) {
+        assert_true(aev_run(f->outer, AEV_RUN_ONCE) >= 0);
+        iterations++;
+    }
+    assert_int_equal(tc.calls, 1);
+    assert_in_range(iterations, 1, 3);
+    assert_in_range(s.c.calls - before, 0, 1);
+    assert_int_equal(c.calls, 1);
+
+    guard_stop(&g, f->outer);
+    assert_int_equal(aev_embed_stop(&e), 0);
+}
+
 /* ---- timers --------------------------------------------------------------------------------- */
 
 /* A timer of the embedded loop fires on time although the outer loop has nothing else to wake
@@ -774,6 +820,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_autosweep_wakes_outer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callback_decides, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stopped_inner_fd_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inner_timer_on_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inner_repeat_and_refs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refs, setup, teardown),
