@@ -294,6 +294,18 @@ static void embed_cb(aev_watcher *w, unsigned events)
         s->swept_rc = aev_embed_sweep(s->e);
 }
 
+/* An embed watcher calling embed_cb with s, and an io watcher of the embedded loop reading the
+ * fixture's pipe and counting in c; both started. */
+static void embed_pipe_start(fixture *f, aev_embed *e, sweeper *s, aev_io *io, counter *c)
+{
+    assert_int_equal(aev_embed_init(e, f->outer, embed_cb, f->inner), 0);
+    e->base.data = s;
+    assert_int_equal(aev_io_init(io, f->inner, pipe_read_cb, f->pipe[0], AEV_READ), 0);
+    io->base.data = c;
+    assert_int_equal(aev_io_start(io), 0);
+    assert_int_equal(aev_embed_start(e), 0);
+}
+
 /* With a callback: it runs with AEV_EMBED, and the inner callback runs only when it (or
  * anyone) sweeps. */
 static void test_callback_decides(void **state)
@@ -301,14 +313,9 @@ static void test_callback_decides(void **state)
     fixture *f = *state;
     aev_embed e;
     sweeper s = {.e = &e, .swept_rc = -1};
-    assert_int_equal(aev_embed_init(&e, f->outer, embed_cb, f->inner), 0);
-    e.base.data = &s;
     counter c = {0};
     aev_io io;
-    assert_int_equal(aev_io_init(&io, f->inner, pipe_read_cb, f->pipe[0], AEV_READ), 0);
-    io.base.data = &c;
-    assert_int_equal(aev_io_start(&io), 0);
-    assert_int_equal(aev_embed_start(&e), 0);
+    embed_pipe_start(f, &e, &s, &io, &c);
     aev_timer g;
     guard_start(&g, f->outer);
 
@@ -347,14 +354,9 @@ static void test_stopped_inner_fd_ready(void **state)
     fixture *f = *state;
     aev_embed e;
     sweeper s = {.e = &e, .sweep = 1, .swept_rc = -1};
-    assert_int_equal(aev_embed_init(&e, f->outer, embed_cb, f->inner), 0);
-    e.base.data = &s;
     counter c = {0};
     aev_io io;
-    assert_int_equal(aev_io_init(&io, f->inner, pipe_read_cb, f->pipe[0], AEV_READ), 0);
-    io.base.data = &c;
-    assert_int_equal(aev_io_start(&io), 0);
-    assert_int_equal(aev_embed_start(&e), 0);
+    embed_pipe_start(f, &e, &s, &io, &c);
     aev_timer g;
     guard_start(&g, f->outer);
     pipe_write(f->pipe[1]);
