@@ -159,8 +159,8 @@ static int run_loops(const bu_impl *impl, const bu_params *p, bu_result *r)
     }
     if (side[0].received != p->count || side[1].received != p->count) {
         return bu_fail(r, "A got %llu and B got %llu messages, expected %llu each",
-                       (unsigned long long)side[0].received,
-                       (unsigned long long)side[1].received, (unsigned long long)p->count);
+                       (unsigned long long)side[0].received, (unsigned long long)side[1].received,
+                       (unsigned long long)p->count);
     }
     if (sh->bad) {
         return bu_fail(r, "%llu callbacks ran without a matching send",

@@ -230,8 +230,8 @@ int main(int argc, char **argv)
                 bu_result r;
                 if (!bu_run_isolated(&impls[i], &p, o.timeout_s, &r)) {
                     failures++;
-                    fprintf(stderr, "T=%d round %d, %s: %s\n", p.threads, round,
-                            impls[i].name, r.err);
+                    fprintf(stderr, "T=%d round %d, %s: %s\n", p.threads, round, impls[i].name,
+                            r.err);
                 }
                 bu_record(&rows[i], &r, csv, "pummel", p.threads, round, o.count);
             }
@@ -248,8 +248,9 @@ int main(int argc, char **argv)
     if (csv) {
         fclose(csv);
     }
-    printf("\npummel target (>= 2x libev sends/s at every T): %s\n",
-           missed ? "MISSED" : unjudged ? "not judged" : "met");
+    printf("\npummel target (>= 2x libev sends/s at every T): %s\n", missed     ? "MISSED"
+                                                                     : unjudged ? "not judged"
+                                                                                : "met");
     if (failures) {
         printf("%d run(s) failed\n", failures);
     }

@@ -94,12 +94,15 @@ static void parse_threads(bu_options *o, const char *list)
 void bu_parse_options(int argc, char **argv, bu_options *o, const char *prog, const char *what,
                       int with_threads)
 {
-    static const struct option longopts[] = {
-        {"rounds", required_argument, NULL, 'r'},  {"count", required_argument, NULL, 'n'},
-        {"csv", required_argument, NULL, 'c'},     {"timeout", required_argument, NULL, 't'},
-        {"only", required_argument, NULL, 'o'},    {"threads", required_argument, NULL, 'T'},
-        {"duration", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"rounds", required_argument, NULL, 'r'},
+                                             {"count", required_argument, NULL, 'n'},
+                                             {"csv", required_argument, NULL, 'c'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"only", required_argument, NULL, 'o'},
+                                             {"threads", required_argument, NULL, 'T'},
+                                             {"duration", required_argument, NULL, 'd'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
 
     memset(o, 0, sizeof *o);
     o->rounds = 5;
@@ -436,12 +439,11 @@ void bu_record(bu_row *row, const bu_result *r, FILE *csv, const char *bench, in
         row->nok++;
     } else {
         row->nfail++;
-        snprintf(row->lasterr, sizeof row->lasterr, "%s",
-                 r->ok ? "zero elapsed time" : r->err);
+        snprintf(row->lasterr, sizeof row->lasterr, "%s", r->ok ? "zero elapsed time" : r->err);
     }
     if (csv) {
-        fprintf(csv, "%s,%s,%d,%d,%llu,%lld,%.1f,%llu,%s\n", bench, row->impl->name, threads,
-                round, (unsigned long long)count, (long long)r->elapsed_ns, rate,
+        fprintf(csv, "%s,%s,%d,%d,%llu,%lld,%.1f,%llu,%s\n", bench, row->impl->name, threads, round,
+                (unsigned long long)count, (long long)r->elapsed_ns, rate,
                 (unsigned long long)r->callbacks, r->ok ? "ok" : "fail");
         fflush(csv);
     }
@@ -495,8 +497,8 @@ void bu_print_table(const char *unit, const bu_row *rows, int nrows, int ours, i
         char med[32], lo[32], hi[32], ratio[32], cbs[32];
         if (row->nok == 0) {
             printf("%-16s %15s %15s %15s %13s%s %2d/%-2d  %s\n", row->impl->name, "FAILED", "-",
-                   "-", "-", show_callbacks ? "          -" : "", row->nok,
-                   row->nok + row->nfail, row->lasterr);
+                   "-", "-", show_callbacks ? "          -" : "", row->nok, row->nok + row->nfail,
+                   row->lasterr);
             continue;
         }
         double m = bu_row_median(row);
@@ -525,8 +527,8 @@ void bu_print_table(const char *unit, const bu_row *rows, int nrows, int ours, i
     }
 }
 
-void bu_csv_medians(FILE *csv, const char *bench, int threads, uint64_t count,
-                    const bu_row *rows, int nrows)
+void bu_csv_medians(FILE *csv, const char *bench, int threads, uint64_t count, const bu_row *rows,
+                    int nrows)
 {
     if (!csv) {
         return;
@@ -563,7 +565,7 @@ int bu_check_target(const char *label, const bu_row *rows, int nrows, const char
     }
     double ratio = bu_row_median(ours) / bu_row_median(other);
     int met = ratio >= factor;
-    printf("  target %-40s: asyncev/%s = %.3fx, need >= %.3fx: %s\n", label, peer, ratio,
-           factor, met ? "met" : "MISSED");
+    printf("  target %-40s: asyncev/%s = %.3fx, need >= %.3fx: %s\n", label, peer, ratio, factor,
+           met ? "met" : "MISSED");
     return met;
 }

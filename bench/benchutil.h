@@ -103,11 +103,10 @@ int bu_finish(FILE *csv, int failures);
 
 /* Prints the table: median, min and max rate, and "asyncev/this" for every row.
  * ours is the index of the asyncev row (or -1). show_callbacks adds the callbacks column. */
-void bu_print_table(const char *unit, const bu_row *rows, int nrows, int ours,
-                    int show_callbacks);
+void bu_print_table(const char *unit, const bu_row *rows, int nrows, int ours, int show_callbacks);
 /* Writes the medians as CSV lines with round "median". */
-void bu_csv_medians(FILE *csv, const char *bench, int threads, uint64_t count,
-                    const bu_row *rows, int nrows);
+void bu_csv_medians(FILE *csv, const char *bench, int threads, uint64_t count, const bu_row *rows,
+                    int nrows);
 /* Prints one target line: ours/peer against `factor`; returns 1 if met, 0 if missed, -1 if it
  * cannot be judged (a row missing or failed). */
 int bu_check_target(const char *label, const bu_row *rows, int nrows, const char *peer,

@@ -166,8 +166,8 @@ int main(int argc, char **argv)
         {"libuv", run_uv, NULL, NULL},
 #endif
     };
-    int n = bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]),
-                            "asyncev libev libuv");
+    int n =
+        bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]), "asyncev libev libuv");
     FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER);
 
     char title[128];

@@ -224,8 +224,10 @@ static int evt_adapt_process_init(char *err, size_t size)
     Dl_info info;
     if (!dladdr((void *)event_active, &info) || !info.dli_fname ||
         !strstr(info.dli_fname, "libevent")) {
-        snprintf(err, size, "event_active() resolves to %s, not libevent: link libevent before "
-                 "libev", info.dli_fname ? info.dli_fname : "an unknown object");
+        snprintf(err, size,
+                 "event_active() resolves to %s, not libevent: link libevent before "
+                 "libev",
+                 info.dli_fname ? info.dli_fname : "an unknown object");
         return -1;
     }
     if (evthread_use_pthreads() != 0) {

@@ -329,8 +329,10 @@ static int evt_pb_init(char *err, size_t size)
     Dl_info info;
     if (!dladdr((void *)event_base_new, &info) || !info.dli_fname ||
         !strstr(info.dli_fname, "libevent")) {
-        snprintf(err, size, "event_base_new() resolves to %s, not libevent: link libevent "
-                 "before libev", info.dli_fname ? info.dli_fname : "an unknown object");
+        snprintf(err, size,
+                 "event_base_new() resolves to %s, not libevent: link libevent "
+                 "before libev",
+                 info.dli_fname ? info.dli_fname : "an unknown object");
         return -1;
     }
     evt_base = event_base_new();
@@ -345,8 +347,8 @@ static int evt_pb_init(char *err, size_t size)
 static int evt_pb_start_all(char *err, size_t size)
 {
     for (int i = 0; i < g.n; i++) {
-        evt_ev[i] = event_new(evt_base, g.fds[2 * i], EV_READ | EV_PERSIST, pbevt_cb,
-                              (void *)(intptr_t)i);
+        evt_ev[i] =
+            event_new(evt_base, g.fds[2 * i], EV_READ | EV_PERSIST, pbevt_cb, (void *)(intptr_t)i);
         struct timeval tv = {.tv_sec = (time_t)(g.after_ns[i] / 1000000000),
                              .tv_usec = (suseconds_t)(g.after_ns[i] % 1000000000 / 1000)};
         if (!evt_ev[i] || event_add(evt_ev[i], g.timeouts ? &tv : NULL) != 0) {
@@ -473,22 +475,21 @@ typedef struct pb_options {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: pipes [options]\n"
-            "libevent's bench.c shape: N socketpairs, A bytes in flight, each read callback\n"
-            "writes to the next pair; events/s and setup time, without and with a per-fd\n"
-            "timeout re-armed on every event, for asyncev and every peer library built in.\n"
-            "options:\n"
-            "  --rounds N      rounds per contender, interleaved; the median is reported (5)\n"
-            "  --count N       writes per run after the first A (200000)\n"
-            "  --sizes LIST    socketpair counts, comma-separated (100,1000,10000)\n"
-            "  --active A      bytes in flight (100)\n"
-            "  --variants LIST plain,timeout (both)\n"
-            "  --csv FILE      also write every round and the medians to FILE as CSV\n"
-            "  --timeout S     seconds one run may take before it is killed and failed (120)\n"
-            "  --only LIST     comma-separated contenders: asyncev,libev,libuv,libevent\n"
-            "  --help          this text\n"
-            "Exit status: 0 if every run finished and passed its checks, 1 otherwise.\n");
+    fprintf(out, "usage: pipes [options]\n"
+                 "libevent's bench.c shape: N socketpairs, A bytes in flight, each read callback\n"
+                 "writes to the next pair; events/s and setup time, without and with a per-fd\n"
+                 "timeout re-armed on every event, for asyncev and every peer library built in.\n"
+                 "options:\n"
+                 "  --rounds N      rounds per contender, interleaved; the median is reported (5)\n"
+                 "  --count N       writes per run after the first A (200000)\n"
+                 "  --sizes LIST    socketpair counts, comma-separated (100,1000,10000)\n"
+                 "  --active A      bytes in flight (100)\n"
+                 "  --variants LIST plain,timeout (both)\n"
+                 "  --csv FILE      also write every round and the medians to FILE as CSV\n"
+                 "  --timeout S     seconds one run may take before it is killed and failed (120)\n"
+                 "  --only LIST     comma-separated contenders: asyncev,libev,libuv,libevent\n"
+                 "  --help          this text\n"
+                 "Exit status: 0 if every run finished and passed its checks, 1 otherwise.\n");
 }
 
 static long parse_pos(const char *s, const char *opt)
@@ -523,11 +524,11 @@ static void parse_list(pb_options *o, const char *list, int sizes)
 static void parse_options(int argc, char **argv, pb_options *o)
 {
     static const struct option longopts[] = {
-        {"rounds", required_argument, NULL, 'r'}, {"count", required_argument, NULL, 'c'},
-        {"sizes", required_argument, NULL, 's'},  {"active", required_argument, NULL, 'a'},
+        {"rounds", required_argument, NULL, 'r'},   {"count", required_argument, NULL, 'c'},
+        {"sizes", required_argument, NULL, 's'},    {"active", required_argument, NULL, 'a'},
         {"variants", required_argument, NULL, 'v'}, {"csv", required_argument, NULL, 'f'},
-        {"timeout", required_argument, NULL, 't'}, {"only", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"timeout", required_argument, NULL, 't'},  {"only", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     *o = (pb_options){.rounds = 5, .count = 200000, .active = 100, .timeout_s = 120};
     int c;
@@ -609,8 +610,7 @@ static void print_setup_table(const bu_row *rows, int n, int ours)
     if (ours >= 0 && rows[ours].nok) {
         ours_med = (double)bu_median_u64(rows[ours].callbacks, rows[ours].nok);
     }
-    printf("%-16s %15s %15s %15s %13s\n", "contender", "setup us", "min", "max",
-           "this/asyncev");
+    printf("%-16s %15s %15s %15s %13s\n", "contender", "setup us", "min", "max", "this/asyncev");
     for (int i = 0; i < n; i++) {
         const bu_row *row = &rows[i];
         if (row->nok == 0) {
@@ -627,8 +627,8 @@ static void print_setup_table(const bu_row *rows, int n, int ours)
         if (ours_med > 0) {
             snprintf(ratio, sizeof ratio, "%.2fx", med / ours_med);
         }
-        printf("%-16s %15.0f %15.0f %15.0f %13s\n", row->impl->name, med / 1e3,
-               (double)mn / 1e3, (double)mx / 1e3, ratio);
+        printf("%-16s %15.0f %15.0f %15.0f %13s\n", row->impl->name, med / 1e3, (double)mn / 1e3,
+               (double)mx / 1e3, ratio);
     }
 }
 
@@ -653,16 +653,15 @@ static int run_case(const pb_options *o, const bu_impl *impls, int n, int size, 
             bu_result r;
             if (!bu_run_isolated(&impls[i], &p, o->timeout_s, &r)) {
                 failures++;
-                fprintf(stderr, "N=%d %s round %d, %s: %s\n", size, variant, round,
-                        impls[i].name, r.err);
+                fprintf(stderr, "N=%d %s round %d, %s: %s\n", size, variant, round, impls[i].name,
+                        r.err);
             }
             bu_record(&rows[i], &r, NULL, variant, size, round, o->count);
             if (csv) {
                 double rate = r.ok && r.elapsed_ns > 0 ? (double)r.ops * 1e9 / r.elapsed_ns : 0;
-                fprintf(csv, "%s,%s,%d,%d,%llu,%lld,%.1f,%llu,%s\n", variant, impls[i].name,
-                        size, round, (unsigned long long)o->count, (long long)r.elapsed_ns,
-                        rate, (unsigned long long)(r.ok ? r.callbacks : 0),
-                        r.ok ? "ok" : "fail");
+                fprintf(csv, "%s,%s,%d,%d,%llu,%lld,%.1f,%llu,%s\n", variant, impls[i].name, size,
+                        round, (unsigned long long)o->count, (long long)r.elapsed_ns, rate,
+                        (unsigned long long)(r.ok ? r.callbacks : 0), r.ok ? "ok" : "fail");
             }
         }
     }
@@ -701,8 +700,10 @@ int main(int argc, char **argv)
                                         "events_per_s,setup_ns,status");
 
     char title[160];
-    snprintf(title, sizeof title, "pipes: %llu writes per run, %d active; setup = start all "
-             "watchers + 1st iteration", (unsigned long long)o.count, o.active);
+    snprintf(title, sizeof title,
+             "pipes: %llu writes per run, %d active; setup = start all "
+             "watchers + 1st iteration",
+             (unsigned long long)o.count, o.active);
     bu_print_header(title, &bo);
     rlim_t nofile = raise_nofile(&o);
     printf("RLIMIT_NOFILE soft limit: %llu\n", (unsigned long long)nofile);
@@ -712,10 +713,9 @@ int main(int argc, char **argv)
         int size = o.sizes[s];
         if ((rlim_t)size * 2 + PB_FD_RESERVE > nofile) {
             printf("\nN = %d socketpairs skipped: needs %d fds, RLIMIT_NOFILE allows %llu "
-                   "(largest N that fits: %llu)\n", size, size * 2 + PB_FD_RESERVE,
-                   (unsigned long long)nofile,
-                   (unsigned long long)(nofile > PB_FD_RESERVE ? (nofile - PB_FD_RESERVE) / 2
-                                                               : 0));
+                   "(largest N that fits: %llu)\n",
+                   size, size * 2 + PB_FD_RESERVE, (unsigned long long)nofile,
+                   (unsigned long long)(nofile > PB_FD_RESERVE ? (nofile - PB_FD_RESERVE) / 2 : 0));
             continue;
         }
         for (int v = 0; v < 2; v++) {

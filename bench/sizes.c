@@ -77,8 +77,8 @@ static void print_size(size_t v)
 /* Prints the watcher table; returns the number of rows that missed the target. */
 static int print_watchers(void)
 {
-    printf("%-9s %8s %8s %8s %-17s %-8s %s\n", "watcher", "asyncev", "libev", "libuv",
-           "libuv type", "target", "(asyncev <= libev + 8)");
+    printf("%-9s %8s %8s %8s %-17s %-8s %s\n", "watcher", "asyncev", "libev", "libuv", "libuv type",
+           "target", "(asyncev <= libev + 8)");
     int missed = 0;
     for (size_t i = 0; i < sizeof watcher_rows / sizeof watcher_rows[0]; i++) {
         const size_row *r = &watcher_rows[i];

@@ -35,11 +35,11 @@
 #endif
 
 #define TM_DEFAULT_COUNT 1000000
-#define TM_PER_MS 1000   /* million: timers per millisecond of timeout */
+#define TM_PER_MS 1000 /* million: timers per millisecond of timeout */
 #define TM_SEED 0x9e3779b97f4a7c15ull
-#define TM_MIN_MS 10000  /* churn: timeouts 10 s .. 100 s, so none fires during the run */
+#define TM_MIN_MS 10000 /* churn: timeouts 10 s .. 100 s, so none fires during the run */
 #define TM_SPAN_MS 90000
-#define TM_SWEEP 1024    /* churn: one non-blocking loop iteration per this many operations */
+#define TM_SWEEP 1024 /* churn: one non-blocking loop iteration per this many operations */
 
 /* The two workloads; bu_params.threads carries which one a run is (no threads are used). */
 enum { TM_MILLION = 1, TM_CHURN = 2 };
@@ -122,8 +122,7 @@ static int plan_check(const churn_plan *pl, const uint8_t *is_active, bu_result 
 {
     for (uint32_t i = 0; i < pl->ntimers; i++) {
         if (!is_active[i] != !pl->active[i]) {
-            return bu_fail(r, "timer %u: active=%d, expected %d", i, is_active[i],
-                           pl->active[i]);
+            return bu_fail(r, "timer %u: active=%d, expected %d", i, is_active[i], pl->active[i]);
         }
     }
     return 0;
@@ -184,8 +183,9 @@ static int tm_aev_million(aev_loop *loop, uint64_t n, bu_result *r)
     r->start_cpu_ns = c1 - c0;
     r->run_cpu_ns = (uint64_t)(c2 - c1);
     r->ops = tm_aev_fired;
-    return tm_aev_fired == n ? 0 : bu_fail(r, "%llu of %llu timers fired",
-                                        (unsigned long long)tm_aev_fired, (unsigned long long)n);
+    return tm_aev_fired == n ? 0
+                             : bu_fail(r, "%llu of %llu timers fired",
+                                       (unsigned long long)tm_aev_fired, (unsigned long long)n);
 }
 
 static int tm_aev_churn(aev_loop *loop, churn_plan *pl, bu_result *r)
@@ -236,7 +236,7 @@ static int tm_aev_churn(aev_loop *loop, churn_plan *pl, bu_result *r)
     r->elapsed_ns = t1 - t0;
     r->ops = pl->nops;
     int rc = tm_aev_fired ? bu_fail(r, "%llu churn timers fired", (unsigned long long)tm_aev_fired)
-                       : plan_check(pl, act, r);
+                          : plan_check(pl, act, r);
     free(t);
     free(act);
     return rc;
@@ -293,8 +293,9 @@ static int tm_ev_million(struct ev_loop *loop, uint64_t n, bu_result *r)
     r->start_cpu_ns = c1 - c0;
     r->run_cpu_ns = (uint64_t)(c2 - c1);
     r->ops = tm_ev_fired;
-    return tm_ev_fired == n ? 0 : bu_fail(r, "%llu of %llu timers fired",
-                                       (unsigned long long)tm_ev_fired, (unsigned long long)n);
+    return tm_ev_fired == n ? 0
+                            : bu_fail(r, "%llu of %llu timers fired",
+                                      (unsigned long long)tm_ev_fired, (unsigned long long)n);
 }
 
 static int tm_ev_churn(struct ev_loop *loop, churn_plan *pl, bu_result *r)
@@ -345,7 +346,7 @@ static int tm_ev_churn(struct ev_loop *loop, churn_plan *pl, bu_result *r)
     r->elapsed_ns = t1 - t0;
     r->ops = pl->nops;
     int rc = tm_ev_fired ? bu_fail(r, "%llu churn timers fired", (unsigned long long)tm_ev_fired)
-                      : plan_check(pl, act, r);
+                         : plan_check(pl, act, r);
     free(t);
     free(act);
     return rc;
@@ -412,8 +413,9 @@ static int tm_uv_million(uv_loop_t *loop, uint64_t n, bu_result *r)
     r->start_cpu_ns = c1 - c0;
     r->run_cpu_ns = (uint64_t)(c2 - c1);
     r->ops = tm_uv_fired;
-    return tm_uv_fired == n ? 0 : bu_fail(r, "%llu of %llu timers fired",
-                                       (unsigned long long)tm_uv_fired, (unsigned long long)n);
+    return tm_uv_fired == n ? 0
+                            : bu_fail(r, "%llu of %llu timers fired",
+                                      (unsigned long long)tm_uv_fired, (unsigned long long)n);
 }
 
 static int tm_uv_churn(uv_loop_t *loop, churn_plan *pl, bu_result *r)
@@ -461,7 +463,7 @@ static int tm_uv_churn(uv_loop_t *loop, churn_plan *pl, bu_result *r)
     r->elapsed_ns = t1 - t0;
     r->ops = pl->nops;
     int rc = tm_uv_fired ? bu_fail(r, "%llu churn timers fired", (unsigned long long)tm_uv_fired)
-                      : plan_check(pl, act, r);
+                         : plan_check(pl, act, r);
     free(t);
     free(act);
     return rc;
@@ -514,13 +516,12 @@ static void cpu_print(const cpu_row *rows, int n, int which, const char *label)
             ours = bu_median(cpu_values(&rows[i], which), rows[i].nok);
         }
     }
-    printf("%-16s %12s %10s %10s %13s %5s\n", label, "CPU s", "min", "max", "asyncev/this",
-           "runs");
+    printf("%-16s %12s %10s %10s %13s %5s\n", label, "CPU s", "min", "max", "asyncev/this", "runs");
     for (int i = 0; i < n; i++) {
         const cpu_row *row = &rows[i];
         if (row->nok == 0) {
-            printf("%-16s %12s %10s %10s %13s %2d/%-2d  %s\n", row->impl->name, "FAILED", "-",
-                   "-", "-", 0, row->nfail, row->lasterr);
+            printf("%-16s %12s %10s %10s %13s %2d/%-2d  %s\n", row->impl->name, "FAILED", "-", "-",
+                   "-", 0, row->nfail, row->lasterr);
             continue;
         }
         const double *v = cpu_values(row, which);
@@ -606,8 +607,8 @@ int main(int argc, char **argv)
         {"libuv", run_uv, NULL, NULL},
 #endif
     };
-    int n = bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]),
-                            "asyncev libev libuv");
+    int n =
+        bu_select_impls(&o, impls, (int)(sizeof impls / sizeof impls[0]), "asyncev libev libuv");
     FILE *csv = bu_csv_open(o.csv_path, BU_CSV_HEADER "\n# million rows: elapsed_ns = start "
                                                       "CPU ns, rate_per_s = run CPU ns");
 

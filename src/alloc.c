@@ -24,8 +24,7 @@ void aev_set_allocator(aev_realloc_fn fn)
 {
     /* Relaxed: the contract is that the allocator is set before the library allocates, so
      * there is nothing to order; the atomic only keeps a concurrent read well defined. */
-    atomic_store_explicit(&aev__allocator, fn ? fn : aev__default_realloc,
-                          memory_order_relaxed);
+    atomic_store_explicit(&aev__allocator, fn ? fn : aev__default_realloc, memory_order_relaxed);
 }
 
 void *aev__realloc(void *ptr, size_t size)

@@ -91,8 +91,8 @@ static bool wait_at_least(atomic_long *v, long want, atomic_int *aborted, int64_
 typedef struct stall_guard {
     aev_timer t;
     int fired;
-    int64_t last_feed; /* aevt_mono_ns() of the last callback (or of the start) */
-    int64_t quiet;     /* when fired: how long no callback had run */
+    int64_t last_feed;               /* aevt_mono_ns() of the last callback (or of the start) */
+    int64_t quiet;                   /* when fired: how long no callback had run */
     aev_async *watched[MAX_THREADS]; /* watchers whose `sent` flag is recorded when it fires */
     int nwatched;
     bool undelivered[MAX_THREADS]; /* sent, or noted and pending, when the guard fired */
@@ -459,8 +459,8 @@ static void run_lockstep(aev_loop *loop, int nthreads, long total_rounds)
     for (int t = 0; t < nthreads; t++) {
         ls_slot *s = &ls->slot[t];
         if (s->bad_value >= 0)
-            fail_msg("sender %d: callback read value %ld, but %ld was written before the send",
-                     t, s->bad_value, s->bad_want);
+            fail_msg("sender %d: callback read value %ld, but %ld was written before the send", t,
+                     s->bad_value, s->bad_want);
         if (atomic_load(&s->timed_out))
             fail_msg("sender %d timed out waiting for the loop at round %ld", t, s->seen + 1);
         assert_int_equal(s->seen, ls->rounds);
@@ -595,12 +595,11 @@ static void run_bursts(aev_loop *loop, int nthreads, long nbursts, long total_pe
     char why[160];
     if (b->guard.fired)
         fail_msg("bursts with %d senders stalled after burst %ld: %s (lost wakeup, or the last "
-                 "send's writes were not visible)", nthreads, b->cur,
-                 stall_describe(&b->guard, why, sizeof(why)));
+                 "send's writes were not visible)",
+                 nthreads, b->cur, stall_describe(&b->guard, why, sizeof(why)));
     for (int t = 0; t < nthreads; t++) {
         if (atomic_load(&b->sender[t].timed_out))
-            fail_msg("sender %d timed out waiting for burst %ld to be acknowledged", t,
-                     b->cur + 1);
+            fail_msg("sender %d timed out waiting for burst %ld to be acknowledged", t, b->cur + 1);
     }
     assert_int_equal(rc, 0);
     assert_int_equal(b->cur, nbursts);
@@ -751,9 +750,9 @@ typedef struct toggle {
     atomic_int timed_out;
     int64_t deadline;
     long n;
-    long calls;      /* loop only */
-    long toggles;    /* loop only */
-    long last_seen;  /* loop only */
+    long calls;     /* loop only */
+    long toggles;   /* loop only */
+    long last_seen; /* loop only */
 } toggle;
 
 static void toggle_stop_all(toggle *s)
@@ -842,7 +841,8 @@ static void test_sends_race_with_stop_start(void **state)
     char why[160];
     if (s->guard.fired)
         fail_msg("last value seen %ld of %ld; %s: a send to a stopped and restarted watcher "
-                 "was lost", s->last_seen, s->n, stall_describe(&s->guard, why, sizeof(why)));
+                 "was lost",
+                 s->last_seen, s->n, stall_describe(&s->guard, why, sizeof(why)));
     if (atomic_load(&s->timed_out))
         fail_msg("the sender timed out waiting for send %ld to be seen", s->last_seen + 1);
     assert_int_equal(rc, 0);
@@ -868,10 +868,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bursts_1_sender, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_bursts_2_senders, aevt_setup, aevt_teardown),
         cmocka_unit_test_setup_teardown(test_bursts_8_senders, aevt_setup, aevt_teardown),
-        cmocka_unit_test_setup_teardown(test_many_watchers_many_threads, aevt_setup,
-                                        aevt_teardown),
-        cmocka_unit_test_setup_teardown(test_sends_race_with_stop_start, aevt_setup,
-                                        aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_many_watchers_many_threads, aevt_setup, aevt_teardown),
+        cmocka_unit_test_setup_teardown(test_sends_race_with_stop_start, aevt_setup, aevt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

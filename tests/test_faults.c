@@ -252,8 +252,7 @@ static void async_start_counting(aev_async *a, aev_loop *loop, aev_cb cb, int *c
 /* Another thread sends to a (whose callback is done_cb, counting in *calls) delay_ms after the
  * loop went to sleep in aev_run(): the send must wake it, so that the run ends with *calls ==
  * want, before a 3 s guard timer would have ended it instead. */
-static void send_wakes_loop(aev_loop *loop, aev_async *a, const int *calls, int want,
-                            long delay_ms)
+static void send_wakes_loop(aev_loop *loop, aev_async *a, const int *calls, int want, long delay_ms)
 {
     aev_timer guard;
     guard_start(&guard, loop, 3000);
