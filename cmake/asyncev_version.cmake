@@ -6,7 +6,7 @@
 # Included from CMakeLists.txt: defines aev_header_version() and aev_check_version(), and the
 # configure step calls the latter, so a mismatch stops CMake with FATAL_ERROR.
 # As a script, it is the `version` test, which re-reads the header after configuration:
-#   cmake -DHEADER=include/asyncev.h -DEXPECTED=0.3.0 -P cmake/asyncev_version.cmake
+#   cmake -DHEADER=include/asyncev.h -DEXPECTED=0.3.1 -P cmake/asyncev_version.cmake
 
 # Sets out_var to "MAJOR.MINOR.PATCH" as the header defines it.
 function(aev_header_version header out_var)

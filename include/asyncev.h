@@ -28,7 +28,7 @@ extern "C" {
 
 #define AEV_VERSION_MAJOR 0
 #define AEV_VERSION_MINOR 3
-#define AEV_VERSION_PATCH 0
+#define AEV_VERSION_PATCH 1
 /* One integer for compile-time comparisons: 0xMMmmpp. */
 #define AEV_VERSION_HEX ((AEV_VERSION_MAJOR << 16) | (AEV_VERSION_MINOR << 8) | AEV_VERSION_PATCH)
 
