@@ -10,8 +10,11 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pipe2, in iotest.h */
+#endif
 
-#include "testutil.h"
+#include "iotest.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -366,18 +369,7 @@ static void test_stopped_inner_fd_ready(void **state)
     assert_int_equal(aev_io_stop(&io), 0);
     pipe_write(f->pipe[1]); /* the pipe stays readable: nobody reads it any more */
     int before = s.c.calls;
-    aev_timer t;
-    assert_int_equal(aev_timer_init(&t, f->outer, count_cb, AEV_MSEC(30), 0), 0);
-    counter tc = {.brk = f->outer};
-    t.base.data = &tc;
-    assert_int_equal(aev_timer_start(&t), 0);
-    int iterations = 0;
-    while (tc.calls == 0 && iterations < 100) {
-        assert_true(aev_run(f->outer, AEV_RUN_ONCE) >= 0);
-        iterations++;
-    }
-    assert_int_equal(tc.calls, 1);
-    assert_in_range(iterations, 1, 3);
+    assert_in_range(iterations_until_timer(f->outer, 30), 1, 3);
     assert_in_range(s.c.calls - before, 0, 1);
     assert_int_equal(c.calls, 1);
 
